@@ -1,0 +1,42 @@
+# Two commands for learners: `make lab` and `make test`. Everything else is for maintainers.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The CPU wheel. Installed before the project so that no CUDA build is ever pulled in.
+# With an NVIDIA GPU, override it, e.g. `make lab TORCH="torch==2.13.0"` from a CUDA index.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+JOBS   ?= 2
+
+.PHONY: lab test grade solutions bench lint clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/00_start.ipynb
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest --maintainer -q
+	$(BIN)/pytest --solutions -q tests/test_grading.py
+	$(BIN)/pytest --nbval-lax -q -n $(JOBS) --dist loadfile notebooks solutions
+
+grade: $(STAMP)
+	$(BIN)/pytest -q tests/test_grading.py
+
+solutions: $(STAMP)
+	$(BIN)/python -m xmodal_ref.authoring
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
