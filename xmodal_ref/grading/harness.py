@@ -1,0 +1,385 @@
+"""Building blocks for checks: run learner code on a case, then compare it with the reference.
+
+A check is a function ``check(learner, reference) -> None`` that raises
+:class:`~xmodal_ref.grading.verdict.CheckFailure` (with the input, the expected and actual
+result, and the likely cause) or :class:`~xmodal_ref.grading.verdict.NotAttempted`.
+Comparisons look only at results and gradients, never at how the learner computed them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .verdict import CheckFailure, NotAttempted
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input: a short description for feedback and the arguments (cloned for every call)."""
+
+    label: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A known wrong solution, as a function of the case's arguments, and its name for feedback."""
+
+    cause: str
+    compute: Callable[..., Any]
+
+
+# ----------------------------------------------------------------------------- describing values
+
+
+def describe(value: Any) -> str:
+    """A short, readable rendering of a result or an argument."""
+    if isinstance(value, torch.Tensor):
+        meta = f"{value.dtype}".replace("torch.", "")
+        if value.device.type != "cpu":
+            meta += f" on {value.device}"
+        if value.dim() == 0:
+            return f"{_num(value.item())} (0-dim tensor, {meta})"
+        if value.numel() <= 6:
+            values = ", ".join(_num(v) for v in value.detach().flatten().tolist())
+            return f"tensor of shape {tuple(value.shape)}, {meta}: [{values}]"
+        return f"tensor of shape {tuple(value.shape)}, {meta}"
+    if isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, numbers.Real):
+        return _num(float(value))
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def _num(x: float | bool) -> str:
+    return repr(x) if isinstance(x, bool) else f"{x:.6g}"
+
+
+def describe_case(case: Case, reference: Callable[..., Any]) -> str:
+    """The case's label followed by each argument, named as in the reference's signature."""
+    try:
+        bound = inspect.signature(reference).bind(*case.args, **case.kwargs)
+        parts = [f"{name}={describe(value)}" for name, value in bound.arguments.items()]
+    except (TypeError, ValueError):
+        parts = [describe(value) for value in case.args]
+    return f"{case.label} — " + "; ".join(parts) if parts else case.label
+
+
+# ----------------------------------------------------------------------------- calling learner code
+
+
+def clone_args(value: Any) -> Any:
+    """A deep copy of tensors (keeping requires_grad) inside tuples, lists and dicts."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone().requires_grad_(value.requires_grad)
+    if isinstance(value, (list, tuple)):
+        return type(value)(clone_args(v) for v in value)
+    if isinstance(value, dict):
+        return {k: clone_args(v) for k, v in value.items()}
+    return value
+
+
+def invoke(fn: Callable[..., Any], *args: Any, context: str, **kwargs: Any) -> Any:
+    """Call learner code; turn NotImplementedError into NotAttempted and any error into a failure."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError as err:
+        raise NotAttempted(str(err)) from None
+    except Exception as err:
+        raise CheckFailure(
+            f"raised {type(err).__name__}: {_first_line(err)}",
+            case=context,
+            cause=_cause_for_exception(err),
+        ) from None
+
+
+def run_case(fn: Callable[..., Any], reference: Callable[..., Any], case: Case) -> tuple[Any, Any]:
+    """Run the learner and the reference on fresh copies of ``case``; return (got, expected).
+
+    Fails when the learner raises or modifies an argument in place.
+    """
+    context = describe_case(case, reference)
+    args, kwargs = clone_args(case.args), clone_args(case.kwargs)
+    got = invoke(fn, *args, context=context, **kwargs)
+    for name, before, after in _named_pairs(reference, case, args, kwargs):
+        if isinstance(before, torch.Tensor) and not _same_tensor(before, after):
+            raise CheckFailure(
+                f"modified its input `{name}` in place",
+                case=context,
+                cause="an in-place op such as `x /= x.norm()`, `x.clamp_()` or `x[mask] = …`;"
+                " the caller still needs its tensor, so compute on a copy",
+            )
+    expected = reference(*clone_args(case.args), **clone_args(case.kwargs))
+    return got, expected
+
+
+def _named_pairs(reference, case, args, kwargs):
+    try:
+        names = list(inspect.signature(reference).bind(*case.args, **case.kwargs).arguments)
+    except (TypeError, ValueError):
+        names = [f"argument {i}" for i in range(len(case.args))]
+    originals = list(case.args) + list(case.kwargs.values())
+    copies = list(args) + list(kwargs.values())
+    return zip(names, originals, copies, strict=False)
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.detach(), b.detach())
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
+
+
+def _cause_for_exception(err: Exception) -> str | None:
+    text = str(err)
+    if isinstance(err, NameError):
+        return (
+            "a name the code uses is not defined: the grader runs only the exercise cells and the"
+            " notebook's import lines, so define helpers inside the exercise cell"
+        )
+    if "shape" in text or "size" in text or "dimension" in text:
+        return "a shape mismatch: check which axis each operation works on (print the shapes)"
+    if "dtype" in text.lower() or "expected scalar type" in text:
+        return "mixed dtypes: create new tensors with the input's dtype and device"
+    return None
+
+
+# ----------------------------------------------------------------------------- comparing results
+
+
+def expect_tensor(got: Any, expected: torch.Tensor, context: str) -> torch.Tensor:
+    """Fail unless ``got`` is a tensor with the reference's shape, dtype and device."""
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailure(
+            f"returned {type(got).__name__}, not a torch.Tensor",
+            case=context,
+            expected=describe(expected),
+            got=describe(got),
+            cause="return the tensor itself (no .item(), .tolist() or numpy conversion)",
+        )
+    if got.shape != expected.shape:
+        raise CheckFailure(
+            f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}",
+            case=context,
+            cause="a 0-dim tensor is expected: reduce to a scalar" if expected.dim() == 0 else None,
+        )
+    if got.dtype != expected.dtype:
+        raise CheckFailure(
+            f"wrong dtype: expected {expected.dtype}, got {got.dtype}",
+            case=context,
+            cause="new tensors should follow the input's dtype (e.g. `torch.zeros_like(x)`)",
+        )
+    if got.device != expected.device:
+        raise CheckFailure(
+            f"wrong device: expected {expected.device}, got {got.device}",
+            case=context,
+            cause="create new tensors on the input's device (`device=x.device`)",
+        )
+    return got
+
+
+def expect_close(
+    got: Any,
+    expected: Any,
+    context: str,
+    *,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    mistakes: Sequence[Mistake] = (),
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    unstable_hint: str | None = None,
+) -> None:
+    """Fail unless ``got`` matches ``expected`` (tensor or real number) within tolerance.
+
+    On a mismatch, name the first mistake in ``mistakes`` whose result on the same arguments
+    matches ``got``; otherwise look for a constant factor, a sign flip or a transpose.
+    """
+    kwargs = kwargs or {}
+    if isinstance(expected, torch.Tensor):
+        if isinstance(got, torch.Tensor) and got.shape != expected.shape:
+            raise CheckFailure(
+                f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}",
+                case=context,
+                cause=diagnose(got.detach(), expected, args, kwargs, mistakes, atol=atol, rtol=rtol)
+                or ("a 0-dim tensor is expected: reduce to a scalar" if expected.dim() == 0 else None),
+            )
+        got = expect_tensor(got, expected, context)
+        got_t, expected_t = got.detach(), expected.detach()
+    else:
+        if isinstance(got, torch.Tensor) or isinstance(got, bool) or not isinstance(got, numbers.Real):
+            raise CheckFailure(
+                f"returned {type(got).__name__}, not a Python float",
+                case=context,
+                expected=describe(expected),
+                got=describe(got),
+                cause="convert the result with float(...) or .item()" if isinstance(got, torch.Tensor) else None,
+            )
+        got_t = torch.tensor(float(got), dtype=torch.float64)
+        expected_t = torch.tensor(float(expected), dtype=torch.float64)
+
+    got_finite, expected_finite = torch.isfinite(got_t), torch.isfinite(expected_t)
+    if not bool(got_finite.all()) and bool(expected_finite.all()):
+        raise CheckFailure(
+            "returned NaN or inf where the correct result is finite",
+            case=context,
+            expected=_show_entry(expected_t, got_t),
+            got=_show_entry(got_t, expected_t, worst=~got_finite),
+            cause=unstable_hint or "a division by zero or an overflow (exp of a large number)",
+        )
+    if torch.allclose(got_t, expected_t, atol=atol, rtol=rtol, equal_nan=True):
+        return
+    raise CheckFailure(
+        "wrong value",
+        case=context,
+        expected=_show_entry(expected_t, got_t),
+        got=_show_entry(got_t, expected_t),
+        cause=diagnose(got_t, expected_t, args, kwargs, mistakes, atol=atol, rtol=rtol),
+    )
+
+
+def diagnose(
+    got: torch.Tensor,
+    expected: torch.Tensor,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    mistakes: Sequence[Mistake],
+    *,
+    atol: float,
+    rtol: float,
+) -> str | None:
+    """Name the known mistake, or the simple transformation, that explains ``got``."""
+    for mistake in mistakes:
+        try:
+            candidate = mistake.compute(*clone_args(args), **clone_args(kwargs))
+        except Exception:
+            continue
+        candidate = torch.as_tensor(candidate).detach().to(got.dtype)
+        if candidate.shape == got.shape and torch.allclose(candidate, got, atol=atol, rtol=rtol):
+            return mistake.cause
+    if got.dim() == 2 and got.T.shape == expected.shape and torch.allclose(got.T, expected, atol=atol, rtol=rtol):
+        return "the result is transposed: rows and columns are swapped"
+    if got.shape != expected.shape:
+        return None
+    if torch.allclose(-got, expected, atol=atol, rtol=rtol):
+        return "the sign is flipped"
+    nonzero = expected.abs() > 1e-6
+    if bool(nonzero.any()):
+        ratios = got[nonzero] / expected[nonzero]
+        ratio = ratios.flatten()[0].item()
+        if math.isfinite(ratio) and torch.allclose(ratios, torch.full_like(ratios, ratio), rtol=1e-3, atol=0):
+            return f"off by a constant factor of {ratio:.6g}: a sum where a mean is due, a missing ½, or a missing scale?"
+    return None
+
+
+def _show_entry(value: torch.Tensor, other: torch.Tensor, worst: torch.Tensor | None = None) -> str:
+    """Render a scalar, a small tensor, or the entry where two same-shaped tensors differ most."""
+    if value.dim() == 0 or value.numel() <= 6 or value.shape != other.shape:
+        return describe(value)
+    if worst is None:
+        diff = (value - other).abs().nan_to_num(nan=math.inf)
+        flat = int(diff.flatten().argmax())
+    else:
+        flat = int(worst.flatten().nonzero()[0])
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), value.shape))
+    return f"{_num(value.flatten()[flat].item())} at index {list(index)} of a {tuple(value.shape)} tensor"
+
+
+# ----------------------------------------------------------------------------- whole-function checks
+
+
+def check_cases(
+    fn: Callable[..., Any],
+    reference: Callable[..., Any],
+    cases: Sequence[Case],
+    *,
+    mistakes: Sequence[Mistake] = (),
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    unstable_hint: str | None = None,
+) -> None:
+    """Run every case through learner and reference and compare the results."""
+    for case in cases:
+        got, expected = run_case(fn, reference, case)
+        expect_close(
+            got,
+            expected,
+            describe_case(case, reference),
+            args=case.args,
+            kwargs=case.kwargs,
+            mistakes=mistakes,
+            atol=atol,
+            rtol=rtol,
+            unstable_hint=unstable_hint,
+        )
+
+
+def check_gradients(
+    fn: Callable[..., Any],
+    reference: Callable[..., Any],
+    case: Case,
+    wrt: Sequence[str],
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+) -> None:
+    """Backpropagate a fixed random projection of both results; compare the gradients of ``wrt``.
+
+    Arguments named in ``wrt`` are made leaf tensors that require grad (numbers become 0-dim
+    tensors). The learner must return a result connected to all of them.
+    """
+    names = list(inspect.signature(reference).bind(*case.args, **case.kwargs).arguments)
+    context = describe_case(case, reference) + " (gradient check)"
+
+    def leaves() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        bound = dict(zip(names, clone_args(case.args), strict=False)) | clone_args(case.kwargs)
+        for name in wrt:
+            value = bound[name]
+            if not isinstance(value, torch.Tensor):
+                value = torch.tensor(float(value), dtype=torch.float32)
+            bound[name] = value.detach().clone().requires_grad_(True)
+        positional = tuple(bound.pop(name) for name in names[: len(case.args)])
+        return positional, bound
+
+    ref_args, ref_kwargs = leaves()
+    expected = reference(*ref_args, **ref_kwargs)
+    weights = torch.randn(expected.shape, generator=torch.Generator().manual_seed(0), dtype=expected.dtype)
+    (expected * weights).sum().backward()
+
+    args, kwargs = leaves()
+    got = expect_tensor(invoke(fn, *args, context=context, **kwargs), expected, context)
+    if not got.requires_grad:
+        raise CheckFailure(
+            "the result is not connected to the autograd graph, so no gradient can flow",
+            case=context,
+            cause="a .item(), .detach(), float(...) or numpy round-trip, or torch.no_grad()",
+        )
+    (got * weights).sum().backward()
+    by_name = dict(zip(names, args, strict=False)) | kwargs
+    reference_by_name = dict(zip(names, ref_args, strict=False)) | ref_kwargs
+    for name in wrt:
+        grad, expected_grad = by_name[name].grad, reference_by_name[name].grad
+        if grad is None:
+            raise CheckFailure(
+                f"no gradient reached `{name}`",
+                case=context,
+                cause=f"`{name}` was used through float(...), .item() or .detach(), or not used at all",
+            )
+        if not torch.allclose(grad, expected_grad, atol=atol, rtol=rtol):
+            raise CheckFailure(
+                f"wrong gradient with respect to `{name}` (the forward value is right)",
+                case=context,
+                expected=_show_entry(expected_grad, grad),
+                got=_show_entry(grad, expected_grad),
+                cause="a detached or in-place step, or a clamp/where that blocks the gradient",
+            )

@@ -1,0 +1,74 @@
+"""The exercise registry: every graded exercise is declared here, once, by its id.
+
+An id is ``chapter.name``. The rest follows from it by convention, so nothing is declared twice:
+
+* the notebook is ``notebooks/NN_chapter.ipynb`` (``NN`` from :data:`CHAPTERS`);
+* the learner defines ``name`` in a cell tagged ``exercise``;
+* the reference is ``xmodal_ref.<chapter>.<name>``;
+* the check is ``xmodal_ref.checks.<chapter>.check_<name>(learner, reference)``.
+
+This module imports nothing heavy, so a command can list exercises without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: Chapter id → two-digit number. Numbers are stable (see DESIGN.md's syllabus map).
+CHAPTERS: dict[str, str] = {
+    "start": "00",
+    "contrastive": "03",
+}
+
+EXERCISE_IDS: tuple[str, ...] = (
+    "start.cosine_similarity_matrix",
+    "contrastive.clip_loss",
+    "contrastive.siglip_loss",
+    "contrastive.recall_at_k",
+    "contrastive.LearnableLogitScale",
+    "contrastive.zero_shot_logits",
+    "contrastive.modality_gap",
+)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One graded exercise; every field is derived from its id."""
+
+    id: str
+
+    @property
+    def chapter(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """The function or class the learner defines."""
+        return self.id.split(".", 1)[1]
+
+    @property
+    def notebook(self) -> str:
+        """File name of the notebook that holds the exercise, in notebooks/ and solutions/."""
+        return f"{CHAPTERS[self.chapter]}_{self.chapter}.ipynb"
+
+    def reference(self) -> Any:
+        return getattr(importlib.import_module(f"xmodal_ref.{self.chapter}"), self.name)
+
+    def check(self) -> Callable[[Any, Any], None]:
+        return getattr(importlib.import_module(f"xmodal_ref.checks.{self.chapter}"), f"check_{self.name}")
+
+
+EXERCISES: dict[str, Exercise] = {exercise_id: Exercise(exercise_id) for exercise_id in EXERCISE_IDS}
+
+
+def exercises_in_notebook(file_name: str) -> list[Exercise]:
+    """The registered exercises whose notebook has this file name, in registry order."""
+    return [exercise for exercise in EXERCISES.values() if exercise.notebook == file_name]
+
+
+def exercise_by_name(name: str) -> Exercise | None:
+    """The exercise whose learner-defined name is ``name`` (names are unique across chapters)."""
+    return next((exercise for exercise in EXERCISES.values() if exercise.name == name), None)

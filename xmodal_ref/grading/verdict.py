@@ -1,0 +1,65 @@
+"""What grading one exercise produces, and the two exceptions a check raises to produce it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Status(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    NOT_ATTEMPTED = "not attempted"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of grading one exercise: its id, a status and a message a learner can act on."""
+
+    exercise_id: str
+    status: Status
+    message: str = ""
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        """``[PASS] id`` on one line, then the indented message when there is one."""
+        mark = {Status.PASSED: "PASS", Status.FAILED: "FAIL", Status.NOT_ATTEMPTED: "TODO"}[self.status]
+        head = f"[{mark}] {self.exercise_id}"
+        if self.status is Status.NOT_ATTEMPTED:
+            head += " — not attempted"
+        if not self.message:
+            return head
+        body = "\n".join("    " + line for line in self.message.splitlines())
+        return f"{head}\n{body}"
+
+
+class NotAttempted(Exception):  # noqa: N818 — a verdict, not an error
+    """The learner's code still raises NotImplementedError."""
+
+
+class CheckFailure(Exception):
+    """A check found a mistake. ``str()`` names the input, the expectation, the result, the cause."""
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        case: str | None = None,
+        expected: str | None = None,
+        got: str | None = None,
+        cause: str | None = None,
+    ) -> None:
+        self.problem, self.case, self.expected, self.got, self.cause = problem, case, expected, got, cause
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [self.problem]
+        for label, value in (
+            ("input", self.case),
+            ("expected", self.expected),
+            ("got", self.got),
+            ("likely cause", self.cause),
+        ):
+            if value:
+                lines.append(f"{label + ':':<13} {value}")
+        return "\n".join(lines)
