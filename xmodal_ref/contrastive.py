@@ -65,7 +65,7 @@ def recall_at_k(similarity: torch.Tensor, positives: torch.Tensor, k: int) -> fl
 class LearnableLogitScale(nn.Module):
     """CLIP's learnable temperature, stored in log space.
 
-    Holds one parameter ``log_scale`` = log(init_scale), with CLIP's init_scale = 1/0.07.
+    Holds one 0-dim parameter ``log_scale`` = log(init_scale), with CLIP's init_scale = 1/0.07.
     forward() returns the multiplier exp(min(log_scale, log max_scale)), a 0-dim tensor: the
     clamp keeps logits bounded (CLIP caps the scale at 100) and passes no gradient while active.
     """

@@ -21,6 +21,7 @@ from ..grading.verdict import CheckFailure
 from . import random_rows, unit_rows
 
 CLIP_INIT_SCALE = 1 / 0.07
+FEATURES = ("image_features", "text_features")
 UNSTABLE_SOFTMAX = (
     "exp() of large logits overflows: use F.cross_entropy / log_softmax / logsumexp,"
     " which subtract the row maximum first"
@@ -68,7 +69,7 @@ def check_clip_loss(learner, reference) -> None:
     ]
     check_cases(learner, reference, cases, mistakes=mistakes, unstable_hint=UNSTABLE_SOFTMAX)
     for case in (cases[0], cases[2]):
-        check_gradients(learner, reference, case, wrt=["image_features", "text_features", "logit_scale"])
+        check_gradients(learner, reference, case, wrt=[*FEATURES, "logit_scale"], on_sphere=FEATURES)
 
 
 # ----------------------------------------------------------------------------- siglip_loss
@@ -118,7 +119,7 @@ def check_siglip_loss(learner, reference) -> None:
         " use F.logsigmoid, −F.softplus(−x) or F.binary_cross_entropy_with_logits",
     )
     for case in (cases[0], cases[2]):
-        check_gradients(learner, reference, case, wrt=["image_features", "text_features", "logit_scale", "logit_bias"])
+        check_gradients(learner, reference, case, wrt=[*FEATURES, "logit_scale", "logit_bias"], on_sphere=FEATURES)
 
 
 # ----------------------------------------------------------------------------- recall_at_k
@@ -194,6 +195,10 @@ def check_recall_at_k(learner, reference) -> None:
             lambda s, p, k: _recall_from_ranks(_positional_ranks(s), p, k),
         ),
         Mistake(
+            "ties are counted against the positive (≥ instead of >): tied items share the better rank",
+            lambda s, p, k: _recall_from_ranks((s.unsqueeze(1) >= s.unsqueeze(2)).sum(dim=2) - 1, p, k),
+        ),
+        Mistake(
             "only the first positive of each query counts: use the best-ranked of all its positives",
             _first_positive_only,
         ),
@@ -203,7 +208,7 @@ def check_recall_at_k(learner, reference) -> None:
         ),
         Mistake("a percentage: return a fraction in [0, 1]", lambda s, p, k: 100 * reference(s, p, k)),
     ]
-    check_cases(learner, reference, cases, mistakes=mistakes, atol=1e-9, rtol=0)
+    check_cases(learner, reference, cases, mistakes=mistakes, atol=1e-6, rtol=0)
 
 
 # ----------------------------------------------------------------------------- LearnableLogitScale

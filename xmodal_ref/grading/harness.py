@@ -227,6 +227,15 @@ def expect_close(
             )
         got_t = torch.tensor(float(got), dtype=torch.float64)
         expected_t = torch.tensor(float(expected), dtype=torch.float64)
+        if not math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
+            raise CheckFailure(
+                "wrong value",
+                case=context,
+                expected=describe(expected),
+                got=describe(got),
+                cause=diagnose(got_t, expected_t, args, kwargs, mistakes, atol=atol, rtol=rtol),
+            )
+        return
 
     got_finite, expected_finite = torch.isfinite(got_t), torch.isfinite(expected_t)
     if not bool(got_finite.all()) and bool(expected_finite.all()):
@@ -264,7 +273,7 @@ def diagnose(
             candidate = mistake.compute(*clone_args(args), **clone_args(kwargs))
         except Exception:
             continue
-        candidate = torch.as_tensor(candidate).detach().to(got.dtype)
+        candidate = torch.as_tensor(candidate, dtype=got.dtype).detach()
         if candidate.shape == got.shape and torch.allclose(candidate, got, atol=atol, rtol=rtol):
             return mistake.cause
     if got.dim() == 2 and got.T.shape == expected.shape and torch.allclose(got.T, expected, atol=atol, rtol=rtol):
@@ -330,13 +339,17 @@ def check_gradients(
     case: Case,
     wrt: Sequence[str],
     *,
+    on_sphere: Sequence[str] = (),
     atol: float = 1e-5,
     rtol: float = 1e-4,
 ) -> None:
     """Backpropagate a fixed random projection of both results; compare the gradients of ``wrt``.
 
     Arguments named in ``wrt`` are made leaf tensors that require grad (numbers become 0-dim
-    tensors). The learner must return a result connected to all of them.
+    tensors). The learner must return a result connected to all of them. For arguments named in
+    ``on_sphere`` (rows of unit norm), only the gradient's component tangent to the sphere is
+    compared: it is all that flows back through the normalisation that produced them, so
+    re-normalising inside the function is accepted.
     """
     names = list(inspect.signature(reference).bind(*case.args, **case.kwargs).arguments)
     context = describe_case(case, reference) + " (gradient check)"
@@ -375,6 +388,9 @@ def check_gradients(
                 case=context,
                 cause=f"`{name}` was used through float(...), .item() or .detach(), or not used at all",
             )
+        if name in on_sphere:
+            unit = reference_by_name[name].detach()
+            grad, expected_grad = _tangent(grad, unit), _tangent(expected_grad, unit)
         if not torch.allclose(grad, expected_grad, atol=atol, rtol=rtol):
             raise CheckFailure(
                 f"wrong gradient with respect to `{name}` (the forward value is right)",
@@ -383,3 +399,8 @@ def check_gradients(
                 got=_show_entry(grad, expected_grad),
                 cause="a detached or in-place step, or a clamp/where that blocks the gradient",
             )
+
+
+def _tangent(grad: torch.Tensor, unit_rows: torch.Tensor) -> torch.Tensor:
+    """Remove from each row of ``grad`` its component along the matching unit row."""
+    return grad - (grad * unit_rows).sum(dim=-1, keepdim=True) * unit_rows
