@@ -7,6 +7,7 @@ rendered with vectorised torch ops in well under a second, deterministically und
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ def tokenize(text: str) -> list[str]:
 
 
 def _build_vocab() -> tuple[str, ...]:
-    """"<pad>" then every template and attribute word, sorted: the same for every seed."""
+    """Index 0 is "<pad>", then every template and attribute word, sorted: fixed for all seeds."""
     words = {w for t in TEMPLATES for w in tokenize(t.format(colour="", shape="", position=""))}
     words |= {w for name in COLOURS + SHAPES + POSITIONS for w in tokenize(name)}
     return ("<pad>", *sorted(words))
@@ -50,7 +51,7 @@ _INDEX = {word: i for i, word in enumerate(VOCAB)}
 # Every caption fits in MAX_TOKENS, so token tensors of all splits have the same width.
 MAX_TOKENS = max(
     len(tokenize(t.format(colour=c, shape=s, position=p)))
-    for t in TEMPLATES for c in COLOURS for s in SHAPES for p in POSITIONS
+    for t, c, s, p in itertools.product(TEMPLATES, COLOURS, SHAPES, POSITIONS)
 )
 
 
@@ -73,10 +74,22 @@ class ShapesCaptions:
         return (self.attributes[:, None, :] == self.attributes[None, :, :]).all(dim=-1)
 
 
+def encode_captions(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (N, MAX_TOKENS) int64, right-padded with 0, and lengths (N,) int64.
+
+    Every word must be in VOCAB (any caption built from TEMPLATES and the attributes is).
+    """
+    ids = [[_INDEX[word] for word in tokenize(caption)] for caption in captions]
+    tokens = torch.tensor([row + [0] * (MAX_TOKENS - len(row)) for row in ids])  # (N, L)
+    lengths = torch.tensor([len(row) for row in ids])  # (N,)
+    return tokens, lengths
+
+
 def _shape_masks(dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """Inside-masks of every shape, in SHAPES order: (N, len(SHAPES), S, S) bool.
 
-    dx, dy: (N, S, S) pixel offsets from the shape's centre; r: (N, 1, 1) its radius in pixels.
+    dx: (N, 1, S) and dy: (N, S, 1) pixel offsets from the shape's centre; r: (N, 1, 1) its
+    radius in pixels.
     """
     ax, ay = dx.abs(), dy.abs()
     circle = dx**2 + dy**2 <= r**2
@@ -105,32 +118,29 @@ def make_shapes_captions(n: int, seed: int, image_size: int = 32) -> ShapesCapti
     centre = (_CENTRES[position] + jitter) * s  # (N, 2) in pixels
     radius = (0.11 + 0.08 * torch.rand(n, generator=g)) * s  # (N,)
     grid = torch.arange(s, dtype=torch.float32) + 0.5  # pixel centres
-    dx = grid[None, None, :] - centre[:, 0, None, None]  # (N, 1, S)
+    dx = grid[None, None, :] - centre[:, 0, None, None]  # (N, 1, S), broadcasts against dy
     dy = grid[None, :, None] - centre[:, 1, None, None]  # (N, S, 1)
-    dx, dy = torch.broadcast_tensors(dx, dy)  # (N, S, S) each
     masks = _shape_masks(dx, dy, radius[:, None, None])  # (N, len(SHAPES), S, S)
     mask = masks[torch.arange(n), shape].unsqueeze(1).float()  # (N, 1, S, S)
 
     rgb = (_RGB[colour] + 0.16 * (torch.rand(n, 3, generator=g) - 0.5)).clamp(0, 1)  # (N, 3)
     background = 0.05 + 0.25 * torch.rand(n, 1, 1, 1, generator=g)  # (N, 1, 1, 1) grey level
-    noise = 0.05 * torch.randn(n, 3, s, s, generator=g)  # (N, 3, S, S)
-    images = (mask * rgb[:, :, None, None] + (1 - mask) * background + noise).clamp(0, 1)
+    images = torch.lerp(background, rgb[:, :, None, None], mask)  # (N, 3, S, S)
+    noise = torch.rand(n, 1, s, s, generator=g).sub_(0.5).mul_(0.2)  # grey, uniform in ±0.1
+    images = images.add_(noise).clamp_(0, 1)
 
+    attributes = torch.stack([colour, shape, position], dim=1)  # (N, 3)
     captions = [
         TEMPLATES[t].format(colour=COLOURS[c], shape=SHAPES[sh], position=POSITIONS[p])
-        for t, c, sh, p in zip(template.tolist(), colour.tolist(), shape.tolist(), position.tolist())
+        for t, (c, sh, p) in zip(template.tolist(), attributes.tolist(), strict=True)
     ]
-    tokens = torch.zeros(n, MAX_TOKENS, dtype=torch.int64)  # (N, L), 0 = "<pad>"
-    lengths = torch.empty(n, dtype=torch.int64)
-    for i, caption in enumerate(captions):
-        ids = [_INDEX[w] for w in tokenize(caption)]
-        tokens[i, : len(ids)] = torch.tensor(ids)
-        lengths[i] = len(ids)
-    attributes = torch.stack([colour, shape, position], dim=1)  # (N, 3)
+    tokens, lengths = encode_captions(captions)
     return ShapesCaptions(images, tokens, lengths, attributes, captions, VOCAB)
 
 
-def shapes_splits(seed: int = 0, n_train: int = 4096, n_test: int = 1024) -> dict[str, ShapesCaptions]:
+def shapes_splits(
+    seed: int = 0, n_train: int = 8192, n_test: int = 1024
+) -> dict[str, ShapesCaptions]:
     """Train and test splits rendered from different seeds (2·seed and 2·seed + 1).
 
     Both splits draw from the same attribute combinations, so the test images are held-out

@@ -1,0 +1,70 @@
+"""Repository checks on the notebooks: one source for starter and solution, no drift."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from xmodal_ref.authoring import (
+    ROOT,
+    chapter_notebooks,
+    exercise_of_cell,
+    solution_notebook,
+    starter_notebook,
+)
+from xmodal_ref.grading.registry import EXERCISES
+
+pytestmark = pytest.mark.maintainer
+NOTEBOOKS = chapter_notebooks()
+
+
+def read(folder: str, name: str):
+    return nbformat.read(ROOT / folder / name, as_version=4)
+
+
+def cell_view(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.cell_type, c.source, tuple(c.metadata.get("tags", []))) for c in notebook.cells]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_starter_has_no_outputs_and_generated_stubs(name: str) -> None:
+    starter = read("notebooks", name)
+    for cell in starter.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}: commit starters without outputs"
+    assert cell_view(starter) == cell_view(starter_notebook(starter)), f"{name}: a stub differs from its reference"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_solutions_do_not_drift(name: str) -> None:
+    expected = solution_notebook(read("notebooks", name))
+    assert cell_view(read("solutions", name)) == cell_view(expected), f"run `make solutions`: {name} drifted"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_reset_rebuilds_the_committed_starter(name: str) -> None:
+    assert cell_view(starter_notebook(read("solutions", name))) == cell_view(read("notebooks", name))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_solution_outputs_are_kept(name: str) -> None:
+    solution = read("solutions", name)
+    code_cells = [c for c in solution.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code_cells), f"{name}: solution was not executed"
+    errors = [o for c in code_cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"{name}: solution has error outputs"
+
+
+def test_every_exercise_has_one_cell_and_a_self_check() -> None:
+    seen: dict[str, int] = {}
+    for name in NOTEBOOKS:
+        cells = read("notebooks", name).cells
+        for index, cell in enumerate(cells):
+            exercise = exercise_of_cell(cell)
+            if exercise is None:
+                continue
+            assert exercise.notebook == name, f"{exercise.id} belongs in {exercise.notebook}, found in {name}"
+            seen[exercise.id] = seen.get(exercise.id, 0) + 1
+            following = cells[index + 1].source if index + 1 < len(cells) else ""
+            assert f'check("{exercise.id}", {exercise.name})' in following, f"{exercise.id}: add a check() cell"
+    assert seen == dict.fromkeys(EXERCISES, 1)
