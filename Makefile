@@ -6,7 +6,6 @@ BIN    := $(VENV)/bin
 # With an NVIDIA GPU, override it, e.g. `make lab TORCH="torch==2.13.0"` from a CUDA index.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
-JOBS   ?= 2
 
 .PHONY: lab test grade solutions bench lint clean-venv
 
@@ -22,9 +21,10 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest --maintainer -q
 	$(BIN)/pytest --solutions -q tests/test_grading.py
-	$(BIN)/pytest --nbval-lax -q -n $(JOBS) --dist loadfile notebooks solutions
+	$(BIN)/pytest --nbval-lax -q notebooks solutions
 
 grade: $(STAMP)
 	$(BIN)/pytest -q tests/test_grading.py
@@ -37,6 +37,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)

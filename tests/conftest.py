@@ -61,8 +61,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             if EXERCISES[exercise_id].chapter == chapter:
                 counts[verdict.status] += 1
         if sum(counts.values()):
-            write(f"{number + ' ' + chapter:<16}{counts[Status.PASSED]:>8}{counts[Status.FAILED]:>8}"
-                  f"{counts[Status.NOT_ATTEMPTED]:>15}")
+            write(
+                f"{number + ' ' + chapter:<16}{counts[Status.PASSED]:>8}{counts[Status.FAILED]:>8}"
+                f"{counts[Status.NOT_ATTEMPTED]:>15}"
+            )
         for status, count in counts.items():
             totals[status] += count
     write(f"{'total':<16}{totals[Status.PASSED]:>8}{totals[Status.FAILED]:>8}{totals[Status.NOT_ATTEMPTED]:>15}")

@@ -13,11 +13,11 @@ import pytest
 from xmodal_ref.authoring import ROOT, exercise_of_cell, solution_source
 from xmodal_ref.grading.registry import EXERCISES
 
-CLIP_ONE_DIRECTION = '''
+CLIP_ONE_DIRECTION = """
 def clip_loss(image_features, text_features, logit_scale):
     logits = logit_scale * image_features @ text_features.T
     return F.cross_entropy(logits, torch.arange(len(logits)))
-'''
+"""
 
 
 def grade(*args: str, time_limit: float = 20) -> subprocess.CompletedProcess:
@@ -84,7 +84,10 @@ def test_a_cell_that_raises_hangs_or_kills_its_process_fails_alone(tmp_path: Pat
 def test_only_exercise_cells_and_imports_run(tmp_path: Path) -> None:
     marker = tmp_path / "demo-cell-ran"
     helper = "def _norm(x):\n    return x / x.norm(dim=-1, keepdim=True)"
-    uses_helper = "def modality_gap(image_features, text_features):\n    return (_norm(image_features).mean(0) - _norm(text_features).mean(0)).norm()"
+    uses_helper = (
+        "def modality_gap(image_features, text_features):\n"
+        "    return (_norm(image_features).mean(0) - _norm(text_features).mean(0)).norm()"
+    )
     path = notebook_with(
         tmp_path,
         {"contrastive.modality_gap": uses_helper},

@@ -26,7 +26,7 @@ from typing import Any
 import nbformat
 
 from .grading.loader import EXERCISE_TAG
-from .grading.registry import CHAPTERS, EXERCISES, Exercise, exercise_by_name
+from .grading.registry import CHAPTERS, Exercise, exercise_by_name
 
 ROOT = Path(__file__).resolve().parent.parent
 STUB_LINE = "raise NotImplementedError  # your code here"
@@ -46,7 +46,7 @@ def stub_source(exercise: Exercise) -> str:
         out = _header_and_docstring(node, lines)
         for item in node.body:
             if isinstance(item, ast.FunctionDef):
-                out += [""] + _function_stub(item, lines)
+                out += ["", *_function_stub(item, lines)]
     else:
         out = _function_stub(node, lines)
     return "\n".join(out) + "\n"
@@ -113,7 +113,10 @@ def build_solution(name: str, timeout: int = 600) -> Path:
     starter = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     solution = solution_notebook(starter)
     NotebookClient(
-        solution, timeout=timeout, kernel_name="python3", record_timing=False,
+        solution,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
         resources={"metadata": {"path": str(ROOT / "solutions")}},
     ).execute()
     target = ROOT / "solutions" / name

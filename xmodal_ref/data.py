@@ -19,8 +19,14 @@ POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom ri
 
 # One RGB row per entry of COLOURS, far apart so that the jitter below never makes two collide.
 _RGB = torch.tensor(
-    [[0.90, 0.10, 0.10], [0.10, 0.75, 0.15], [0.15, 0.25, 0.95],
-     [0.95, 0.90, 0.10], [0.60, 0.15, 0.80], [0.10, 0.85, 0.90]]
+    [
+        [0.90, 0.10, 0.10],
+        [0.10, 0.75, 0.15],
+        [0.15, 0.25, 0.95],
+        [0.95, 0.90, 0.10],
+        [0.60, 0.15, 0.80],
+        [0.10, 0.85, 0.90],
+    ]
 )  # (len(COLOURS), 3)
 # Quadrant centre of each entry of POSITIONS, as (x, y) fractions of the image side.
 _CENTRES = torch.tensor([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]])
@@ -138,9 +144,7 @@ def make_shapes_captions(n: int, seed: int, image_size: int = 32) -> ShapesCapti
     return ShapesCaptions(images, tokens, lengths, attributes, captions, VOCAB)
 
 
-def shapes_splits(
-    seed: int = 0, n_train: int = 8192, n_test: int = 1024
-) -> dict[str, ShapesCaptions]:
+def shapes_splits(seed: int = 0, n_train: int = 8192, n_test: int = 1024) -> dict[str, ShapesCaptions]:
     """Train and test splits rendered from different seeds (2·seed and 2·seed + 1).
 
     Both splits draw from the same attribute combinations, so the test images are held-out

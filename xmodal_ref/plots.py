@@ -67,9 +67,7 @@ def plot_similarity(
     return fig
 
 
-def plot_embeddings_2d(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, pairs: int = 8
-) -> Figure:
+def plot_embeddings_2d(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, pairs: int = 8) -> Figure:
     """Both modalities in one 2-D PCA plane: the picture of the modality gap.
 
     image_embeddings: (N, D); text_embeddings: (M, D); row i of each is a matched pair. Both are

@@ -50,14 +50,28 @@ def check_clip_loss(learner, reference) -> None:
         Case("a batch of one pair: the loss is 0", (unit_rows(1, 8, 2), unit_rows(1, 8, 3), 14.0)),
         Case("N=32 matched pairs, scale as a 0-dim tensor", (*_near_duplicates(32, 64, 4), torch.tensor(20.0))),
         Case("N=16 in 3-D at CLIP's maximum scale 100 (logits up to ±100)", (*_near_duplicates(16, 3, 5), 100.0)),
-        Case("float64 features", (unit_rows(5, 8, 6, dtype=torch.float64), unit_rows(5, 8, 7, dtype=torch.float64), 7.5)),
+        Case(
+            "float64 features", (unit_rows(5, 8, 6, dtype=torch.float64), unit_rows(5, 8, 7, dtype=torch.float64), 7.5)
+        ),
     ]
     mistakes = [
-        Mistake("only the image→text direction: add text→image and average the two", lambda i, t, s: _clip_directions(i, t, s)[0]),
-        Mistake("only the text→image direction: add image→text and average the two", lambda i, t, s: _clip_directions(i, t, s)[1]),
+        Mistake(
+            "only the image→text direction: add text→image and average the two",
+            lambda i, t, s: _clip_directions(i, t, s)[0],
+        ),
+        Mistake(
+            "only the text→image direction: add image→text and average the two",
+            lambda i, t, s: _clip_directions(i, t, s)[1],
+        ),
         Mistake("the two directions are summed, not averaged", lambda i, t, s: sum(_clip_directions(i, t, s))),
-        Mistake("divided the similarities by the scale instead of multiplying", lambda i, t, s: sum(_clip_directions(i, t, 1 / s)) / 2),
-        Mistake("logit_scale is ignored (the logits are raw cosine similarities)", lambda i, t, s: sum(_clip_directions(i, t, 1.0)) / 2),
+        Mistake(
+            "divided the similarities by the scale instead of multiplying",
+            lambda i, t, s: sum(_clip_directions(i, t, 1 / s)) / 2,
+        ),
+        Mistake(
+            "logit_scale is ignored (the logits are raw cosine similarities)",
+            lambda i, t, s: sum(_clip_directions(i, t, 1.0)) / 2,
+        ),
         Mistake(
             "exp() applied to logit_scale, which is already the multiplier exp(t)",
             lambda i, t, s: sum(_clip_directions(i, t, torch.as_tensor(s).exp())) / 2,
@@ -87,19 +101,34 @@ def _siglip(image, text, scale, bias, *, signs=None, bias_inside=False, reduce_b
 def check_siglip_loss(learner, reference) -> None:
     anti = unit_rows(12, 4, 9)
     cases = [
-        Case("N=8 random pairs at SigLIP's init (scale 10, bias −10)", (unit_rows(8, 16, 0), unit_rows(8, 16, 1), 10.0, -10.0)),
+        Case(
+            "N=8 random pairs at SigLIP's init (scale 10, bias −10)",
+            (unit_rows(8, 16, 0), unit_rows(8, 16, 1), 10.0, -10.0),
+        ),
         Case("a batch of one pair", (unit_rows(1, 8, 2), unit_rows(1, 8, 3), 10.0, -10.0)),
-        Case("N=24 matched pairs, scale and bias as 0-dim tensors", (*_near_duplicates(24, 32, 4), torch.tensor(5.0), torch.tensor(1.5))),
+        Case(
+            "N=24 matched pairs, scale and bias as 0-dim tensors",
+            (*_near_duplicates(24, 32, 4), torch.tensor(5.0), torch.tensor(1.5)),
+        ),
         Case(
             "N=12 in 4-D with anti-aligned positives at scale 100 (logits down to −110)",
             (anti, -anti, 100.0, -10.0),
         ),
-        Case("float64 features", (unit_rows(5, 8, 6, dtype=torch.float64), unit_rows(5, 8, 7, dtype=torch.float64), 3.0, -2.0)),
+        Case(
+            "float64 features",
+            (unit_rows(5, 8, 6, dtype=torch.float64), unit_rows(5, 8, 7, dtype=torch.float64), 3.0, -2.0),
+        ),
     ]
     mistakes = [
-        Mistake("averaged over all N² pairs: the contract divides the sum by N", lambda i, t, s, b: _siglip(i, t, s, b, reduce_by=i.shape[0] ** 2)),
+        Mistake(
+            "averaged over all N² pairs: the contract divides the sum by N",
+            lambda i, t, s, b: _siglip(i, t, s, b, reduce_by=i.shape[0] ** 2),
+        ),
         Mistake("logit_bias is left out", lambda i, t, s, b: _siglip(i, t, s, 0.0)),
-        Mistake("the bias is added before scaling: scale·(x·y + b), not scale·x·y + b", lambda i, t, s, b: _siglip(i, t, s, b, bias_inside=True)),
+        Mistake(
+            "the bias is added before scaling: scale·(x·y + b), not scale·x·y + b",
+            lambda i, t, s, b: _siglip(i, t, s, b, bias_inside=True),
+        ),
         Mistake(
             "the labels are inverted: z must be +1 on the diagonal (matching pairs) and −1 elsewhere",
             lambda i, t, s, b: _siglip(i, t, s, b, signs=1 - 2 * torch.eye(i.shape[0], dtype=i.dtype)),
@@ -108,7 +137,10 @@ def check_siglip_loss(learner, reference) -> None:
             "only the matching pairs (the diagonal) are used: the N²−N negatives are missing",
             lambda i, t, s, b: -F.logsigmoid(torch.diagonal(s * i @ t.T + b)).sum() / i.shape[0],
         ),
-        Mistake("divided the similarities by the scale instead of multiplying", lambda i, t, s, b: _siglip(i, t, 1 / torch.as_tensor(s), b)),
+        Mistake(
+            "divided the similarities by the scale instead of multiplying",
+            lambda i, t, s, b: _siglip(i, t, 1 / torch.as_tensor(s), b),
+        ),
     ]
     check_cases(
         learner,
@@ -214,7 +246,7 @@ def check_recall_at_k(learner, reference) -> None:
 # ----------------------------------------------------------------------------- LearnableLogitScale
 
 
-def check_LearnableLogitScale(learner, reference) -> None:  # noqa: N802 — named after the class
+def check_LearnableLogitScale(learner, reference) -> None:
     context = "LearnableLogitScale() with the default arguments"
     module = invoke(learner, context=context)
     if not isinstance(module, nn.Module):
@@ -231,7 +263,9 @@ def check_LearnableLogitScale(learner, reference) -> None:  # noqa: N802 — nam
             expected="['log_scale']",
             got=str(list(parameters)),
             cause="store log(init_scale) in `self.log_scale = nn.Parameter(...)`; the maximum is"
-            " a constant, not a parameter" if parameters else "a plain tensor attribute is not a"
+            " a constant, not a parameter"
+            if parameters
+            else "a plain tensor attribute is not a"
             " parameter, so the optimiser would never update it: wrap it in nn.Parameter",
         )
     log_scale = parameters["log_scale"]
@@ -241,7 +275,9 @@ def check_LearnableLogitScale(learner, reference) -> None:  # noqa: N802 — nam
         context + ", the value of `log_scale`",
         mistakes=[
             Mistake("log_scale holds the scale itself; store its logarithm", lambda: torch.tensor(CLIP_INIT_SCALE)),
-            Mistake("initialised to log(0.07): CLIP's scale is 1/τ = 1/0.07 ≈ 14.29", lambda: torch.tensor(math.log(0.07))),
+            Mistake(
+                "initialised to log(0.07): CLIP's scale is 1/τ = 1/0.07 ≈ 14.29", lambda: torch.tensor(math.log(0.07))
+            ),
         ],
     )
     scale = invoke(module, context=context)
@@ -249,7 +285,9 @@ def check_LearnableLogitScale(learner, reference) -> None:  # noqa: N802 — nam
         scale,
         torch.tensor(CLIP_INIT_SCALE),
         context + ", the value of forward()",
-        mistakes=[Mistake("forward() returns log_scale: return its exp()", lambda: torch.tensor(math.log(CLIP_INIT_SCALE)))],
+        mistakes=[
+            Mistake("forward() returns log_scale: return its exp()", lambda: torch.tensor(math.log(CLIP_INIT_SCALE)))
+        ],
     )
     scale.backward()
     expect_close(
@@ -277,7 +315,9 @@ def check_LearnableLogitScale(learner, reference) -> None:  # noqa: N802 — nam
                     "log_scale is clamped at max_scale instead of at log(max_scale)",
                     lambda v=log_value: torch.tensor(math.exp(min(v, 50.0))),
                 ),
-                Mistake("the default maximum 100 is used instead of the max_scale argument", lambda: torch.tensor(100.0)),
+                Mistake(
+                    "the default maximum 100 is used instead of the max_scale argument", lambda: torch.tensor(100.0)
+                ),
             ],
         )
         if custom.log_scale.item() != stored:
@@ -347,7 +387,9 @@ def check_zero_shot_logits(learner, reference) -> None:
         Mistake("logit_scale is ignored", lambda i, p, logit_scale=100.0: _zero_shot(i, p, 1.0)),
         Mistake(
             "averaged over the classes (dim 0) instead of the prompts (dim 1)",
-            lambda i, p, logit_scale=100.0: logit_scale * F.normalize(i, dim=-1) @ F.normalize(F.normalize(p, dim=-1).mean(0), dim=-1).T,
+            lambda i, p, logit_scale=100.0: (
+                logit_scale * F.normalize(i, dim=-1) @ F.normalize(F.normalize(p, dim=-1).mean(0), dim=-1).T
+            ),
         ),
     ]
     check_cases(learner, reference, cases, mistakes=mistakes, atol=1e-4)
@@ -373,10 +415,15 @@ def check_modality_gap(learner, reference) -> None:
         Case("20 image and 20 text embeddings, text shifted", (shifted, shifted + 2.0)),
         Case("10 image vs 30 text embeddings (unpaired)", (random_rows(10, 5, 1), random_rows(30, 5, 2) + 1.0)),
         Case("the same embeddings twice: the gap is 0", (random_rows(6, 4, 3), random_rows(6, 4, 3))),
-        Case("float64, 16 pairs in 32-D", (random_rows(16, 32, 4, dtype=torch.float64), random_rows(16, 32, 5, dtype=torch.float64) - 0.5)),
+        Case(
+            "float64, 16 pairs in 32-D",
+            (random_rows(16, 32, 4, dtype=torch.float64), random_rows(16, 32, 5, dtype=torch.float64) - 0.5),
+        ),
     ]
     mistakes = [
-        Mistake("the embeddings are not L2-normalised before averaging", lambda x, y: _centroid_gap(x, y, normalise=False)),
+        Mistake(
+            "the embeddings are not L2-normalised before averaging", lambda x, y: _centroid_gap(x, y, normalise=False)
+        ),
         Mistake("the squared distance: take its square root", lambda x, y: _centroid_gap(x, y, squared=True)),
         Mistake(
             "the centroids are renormalised to unit length: the gap uses the raw means of unit vectors",

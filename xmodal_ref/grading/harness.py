@@ -217,7 +217,7 @@ def expect_close(
         got = expect_tensor(got, expected, context)
         got_t, expected_t = got.detach(), expected.detach()
     else:
-        if isinstance(got, torch.Tensor) or isinstance(got, bool) or not isinstance(got, numbers.Real):
+        if isinstance(got, (torch.Tensor, bool)) or not isinstance(got, numbers.Real):
             raise CheckFailure(
                 f"returned {type(got).__name__}, not a Python float",
                 case=context,
@@ -287,7 +287,9 @@ def diagnose(
         ratios = got[nonzero] / expected[nonzero]
         ratio = ratios.flatten()[0].item()
         if math.isfinite(ratio) and torch.allclose(ratios, torch.full_like(ratios, ratio), rtol=1e-3, atol=0):
-            return f"off by a constant factor of {ratio:.6g}: a sum where a mean is due, a missing ½, or a missing scale?"
+            return (
+                f"off by a constant factor of {ratio:.6g}: a sum where a mean is due, a missing ½, or a missing scale?"
+            )
     return None
 
 

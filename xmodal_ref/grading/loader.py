@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import json
 import re
 import traceback
@@ -23,7 +24,7 @@ from .registry import EXERCISES, Exercise, exercise_by_name, exercises_in_notebo
 EXERCISE_TAG = "exercise"
 
 
-class UnusableInput(Exception):  # noqa: N818 — reported as "unusable input", exit code 2
+class UnusableInput(Exception):
     """The path cannot be graded at all: missing, malformed, or holding no exercise."""
 
 
@@ -53,10 +54,8 @@ class LearnerFile:
         """Run the import lines, then each block, in a fresh namespace."""
         namespace: dict[str, Any] = {"__name__": "__learner__", "__builtins__": builtins}
         for block in self.imports:
-            try:
+            with contextlib.suppress(Exception):  # an unused failing import must not sink grading
                 exec(compile(block.source, block.label, "exec"), namespace)
-            except Exception:  # noqa: S110 — an unused failing import must not sink grading
-                pass
         result = Namespace()
         for block in self.blocks:
             before = dict(namespace)

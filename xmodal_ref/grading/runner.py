@@ -47,9 +47,7 @@ def grade_file(
     for exercise in exercises:
         start = time.perf_counter()
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_grade_in_child, args=(learner_file, exercise.id, sender), daemon=True
-        )
+        process = context.Process(target=_grade_in_child, args=(learner_file, exercise.id, sender), daemon=True)
         process.start()
         sender.close()
         if receiver.poll(time_limit):
@@ -115,7 +113,7 @@ def _check(exercise: Exercise, candidate: Any) -> Verdict:
     return Verdict(exercise.id, Status.PASSED)
 
 
-class _TimeLimit(Exception):  # noqa: N818
+class _TimeLimit(Exception):
     pass
 
 

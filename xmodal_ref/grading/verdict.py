@@ -33,7 +33,7 @@ class Verdict:
         return f"{head}\n{body}"
 
 
-class NotAttempted(Exception):  # noqa: N818 — a verdict, not an error
+class NotAttempted(Exception):
     """The learner's code still raises NotImplementedError."""
 
 
