@@ -1,0 +1,13 @@
+"""Run every benchmark: `python -m benchmarks [grading|losses|mini_clip ...]`."""
+
+from __future__ import annotations
+
+import sys
+
+from . import grading_latency, losses, mini_clip
+
+BENCHMARKS = {"grading": grading_latency.main, "losses": losses.main, "mini_clip": mini_clip.main}
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or BENCHMARKS:
+        BENCHMARKS[name]()
