@@ -254,6 +254,16 @@ class WhereClamp(nn.Module):
         return torch.exp(capped)
 
 
+class Float64Parameter(nn.Module):
+    def __init__(self, init_scale=1 / 0.07, max_scale=100.0):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(np.log(init_scale)))  # float64, like np.log
+        self.max_log = np.log(max_scale)
+
+    def forward(self):
+        return torch.clamp(self.log_scale, max=self.max_log).exp()
+
+
 # ----------------------------------------------------------------------------- zero_shot_logits
 
 
@@ -377,7 +387,7 @@ CORRECT = {
     "contrastive.clip_loss": [clip_loop_logsumexp, clip_einsum_log_softmax, clip_renormalising],
     "contrastive.siglip_loss": [siglip_bce, siglip_softplus, siglip_loop],
     "contrastive.recall_at_k": [recall_loop, recall_numpy],
-    "contrastive.LearnableLogitScale": [MinimumInScaleSpace, WhereClamp],
+    "contrastive.LearnableLogitScale": [MinimumInScaleSpace, WhereClamp, Float64Parameter],
     "contrastive.zero_shot_logits": [zs_loop, zs_einsum],
     "contrastive.modality_gap": [gap_dist, gap_loop],
 }

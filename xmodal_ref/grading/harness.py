@@ -199,8 +199,12 @@ def expect_close(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     unstable_hint: str | None = None,
+    any_float_dtype: bool = False,
 ) -> None:
     """Fail unless ``got`` matches ``expected`` (tensor or real number) within tolerance.
+
+    With ``any_float_dtype``, a tensor result may have any floating dtype (for values, such as a
+    parameter, whose precision the contract leaves open).
 
     On a mismatch, name the first mistake in ``mistakes`` whose result on the same arguments
     matches ``got``; otherwise look for a constant factor, a sign flip or a transpose.
@@ -214,6 +218,8 @@ def expect_close(
                 cause=diagnose(got.detach(), expected, args, kwargs, mistakes, atol=atol, rtol=rtol)
                 or ("a 0-dim tensor is expected: reduce to a scalar" if expected.dim() == 0 else None),
             )
+        if any_float_dtype and isinstance(got, torch.Tensor) and got.is_floating_point():
+            expected = expected.to(got.dtype)
         got = expect_tensor(got, expected, context)
         got_t, expected_t = got.detach(), expected.detach()
     else:
