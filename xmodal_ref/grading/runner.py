@@ -42,8 +42,11 @@ def grade_file(
     learner_file: LearnerFile, exercises: Sequence[Exercise], time_limit: float = TIME_LIMIT
 ) -> Iterator[Verdict]:
     """Grade each exercise against the learner's file, each in its own process."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["xmodal_ref.grading.worker"])
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["xmodal_ref.grading.worker"])
+    else:  # Windows: slower (each process imports torch) but just as isolated
+        context = multiprocessing.get_context("spawn")
     for exercise in exercises:
         start = time.perf_counter()
         receiver, sender = context.Pipe(duplex=False)
@@ -119,8 +122,8 @@ class _TimeLimit(Exception):
 
 @contextmanager
 def _alarm(seconds: float) -> Iterator[None]:
-    """Raise _TimeLimit after ``seconds`` (main thread only; elsewhere no limit applies)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Raise _TimeLimit after ``seconds`` (main thread, POSIX only; elsewhere no limit applies)."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
         yield
         return
 
