@@ -63,10 +63,15 @@ def _num(x: float | bool) -> str:
     return repr(x) if isinstance(x, bool) else f"{x:.6g}"
 
 
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """The call signature, for a function or for a module (its forward)."""
+    return inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn)
+
+
 def describe_case(case: Case, reference: Callable[..., Any]) -> str:
     """The case's label followed by each argument, named as in the reference's signature."""
     try:
-        bound = inspect.signature(reference).bind(*case.args, **case.kwargs)
+        bound = _signature(reference).bind(*case.args, **case.kwargs)
         parts = [f"{name}={describe(value)}" for name, value in bound.arguments.items()]
     except (TypeError, ValueError):
         parts = [describe(value) for value in case.args]
@@ -123,7 +128,7 @@ def run_case(fn: Callable[..., Any], reference: Callable[..., Any], case: Case) 
 
 def _named_pairs(reference, case, args, kwargs):
     try:
-        names = list(inspect.signature(reference).bind(*case.args, **case.kwargs).arguments)
+        names = list(_signature(reference).bind(*case.args, **case.kwargs).arguments)
     except (TypeError, ValueError):
         names = [f"argument {i}" for i in range(len(case.args))]
     originals = list(case.args) + list(case.kwargs.values())
@@ -147,6 +152,8 @@ def _cause_for_exception(err: Exception) -> str | None:
             "a name the code uses is not defined: the grader runs only the exercise cells and the"
             " notebook's import lines, so define helpers inside the exercise cell"
         )
+    if "enforce_sorted" in text:
+        return "pack_padded_sequence needs enforce_sorted=False when lengths come in any order"
     if "shape" in text or "size" in text or "dimension" in text:
         return "a shape mismatch: check which axis each operation works on (print the shapes)"
     if "dtype" in text.lower() or "expected scalar type" in text:
@@ -359,7 +366,7 @@ def check_gradients(
     compared: it is all that flows back through the normalisation that produced them, so
     re-normalising inside the function is accepted.
     """
-    names = list(inspect.signature(reference).bind(*case.args, **case.kwargs).arguments)
+    names = list(_signature(reference).bind(*case.args, **case.kwargs).arguments)
     context = describe_case(case, reference) + " (gradient check)"
 
     def leaves() -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any
 CHAPTERS: dict[str, str] = {
     "start": "00",
     "contrastive": "03",
+    "sentiment": "05",
 }
 
 EXERCISE_IDS: tuple[str, ...] = (
@@ -31,6 +32,12 @@ EXERCISE_IDS: tuple[str, ...] = (
     "contrastive.LearnableLogitScale",
     "contrastive.zero_shot_logits",
     "contrastive.modality_gap",
+    "sentiment.mel_filterbank",
+    "sentiment.log_mel_spectrogram",
+    "sentiment.masked_mean",
+    "sentiment.SequenceEncoder",
+    "sentiment.uncertainty_weighted_loss",
+    "sentiment.msa_metrics",
 )
 
 
