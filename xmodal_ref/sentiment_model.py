@@ -292,8 +292,7 @@ def _modality(features: SentimentFeatures, modality: str) -> tuple[torch.Tensor,
 
 
 def _to(features: SentimentFeatures, device: torch.device) -> SentimentFeatures:
-    fields = (getattr(features, name) for name in features.__dataclass_fields__)
-    return SentimentFeatures(*(None if t is None else t.to(device) for t in fields))
+    return features.map(lambda t: t.to(device))
 
 
 def _batch(features: SentimentFeatures, index: torch.Tensor) -> SentimentFeatures:

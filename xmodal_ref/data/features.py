@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,11 @@ class SentimentFeatures:
     def __len__(self) -> int:
         return self.label.shape[0]
 
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> SentimentFeatures:
+        """``fn`` applied to every tensor field (absent optional fields stay None)."""
+        fields = (getattr(self, name) for name in self.__dataclass_fields__)
+        return SentimentFeatures(*(None if t is None else fn(t) for t in fields))
+
     def subset(self, index: torch.Tensor) -> SentimentFeatures:
         """The samples selected by a bool mask or an index tensor."""
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return SentimentFeatures(*(pick(getattr(self, name)) for name in self.__dataclass_fields__))
+        return self.map(lambda t: t[index])

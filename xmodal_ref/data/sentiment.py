@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from xmodal_ref.data.features import SentimentFeatures
+from xmodal_ref.data.tokens import pad_token_ids
 from xmodal_ref.sentiment import log_mel_spectrogram
 
 SAMPLE_RATE = 16000
@@ -207,9 +208,7 @@ def _sentence(draw: Iterator[float], polarity: int) -> str:
 
 def encode_sentences(sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids (N, MAX_TOKENS) int64, right-padded with 0, and lengths (N,) int64 (words in VOCAB)."""
-    ids = [[_INDEX[word] for word in sentence.split()] for sentence in sentences]
-    tokens = torch.tensor([row + [0] * (MAX_TOKENS - len(row)) for row in ids])  # (N, L)
-    return tokens, torch.tensor([len(row) for row in ids])
+    return pad_token_ids([[_INDEX[word] for word in sentence.split()] for sentence in sentences], MAX_TOKENS)
 
 
 def _prosody_cues(polarity: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .tokens import pad_token_ids
+
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "cyan")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 POSITIONS: tuple[str, ...] = ("top left", "top right", "bottom left", "bottom right")
@@ -85,10 +87,7 @@ def encode_captions(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
 
     Every word must be in VOCAB (any caption built from TEMPLATES and the attributes is).
     """
-    ids = [[_INDEX[word] for word in tokenize(caption)] for caption in captions]
-    tokens = torch.tensor([row + [0] * (MAX_TOKENS - len(row)) for row in ids])  # (N, L)
-    lengths = torch.tensor([len(row) for row in ids])  # (N,)
-    return tokens, lengths
+    return pad_token_ids([[_INDEX[word] for word in tokenize(caption)] for caption in captions], MAX_TOKENS)
 
 
 def _shape_masks(dx: torch.Tensor, dy: torch.Tensor, r: torch.Tensor) -> torch.Tensor:

@@ -164,8 +164,13 @@ def _cause_for_exception(err: Exception) -> str | None:
 # ----------------------------------------------------------------------------- comparing results
 
 
-def expect_tensor(got: Any, expected: torch.Tensor, context: str) -> torch.Tensor:
-    """Fail unless ``got`` is a tensor with the reference's shape, dtype and device."""
+def expect_tensor(
+    got: Any, expected: torch.Tensor, context: str, shape_cause: Callable[[], str | None] = lambda: None
+) -> torch.Tensor:
+    """Fail unless ``got`` is a tensor with the reference's shape, dtype and device.
+
+    ``shape_cause`` is asked for a likely cause only when the shape is wrong.
+    """
     if not isinstance(got, torch.Tensor):
         raise CheckFailure(
             f"returned {type(got).__name__}, not a torch.Tensor",
@@ -178,7 +183,7 @@ def expect_tensor(got: Any, expected: torch.Tensor, context: str) -> torch.Tenso
         raise CheckFailure(
             f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}",
             case=context,
-            cause="a 0-dim tensor is expected: reduce to a scalar" if expected.dim() == 0 else None,
+            cause=shape_cause() or ("a 0-dim tensor is expected: reduce to a scalar" if expected.dim() == 0 else None),
         )
     if got.dtype != expected.dtype:
         raise CheckFailure(
@@ -218,16 +223,14 @@ def expect_close(
     """
     kwargs = kwargs or {}
     if isinstance(expected, torch.Tensor):
-        if isinstance(got, torch.Tensor) and got.shape != expected.shape:
-            raise CheckFailure(
-                f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}",
-                case=context,
-                cause=diagnose(got.detach(), expected, args, kwargs, mistakes, atol=atol, rtol=rtol)
-                or ("a 0-dim tensor is expected: reduce to a scalar" if expected.dim() == 0 else None),
-            )
         if any_float_dtype and isinstance(got, torch.Tensor) and got.is_floating_point():
             expected = expected.to(got.dtype)
-        got = expect_tensor(got, expected, context)
+        got = expect_tensor(
+            got,
+            expected,
+            context,
+            shape_cause=lambda: diagnose(got.detach(), expected, args, kwargs, mistakes, atol=atol, rtol=rtol),
+        )
         got_t, expected_t = got.detach(), expected.detach()
     else:
         if isinstance(got, (torch.Tensor, bool)) or not isinstance(got, numbers.Real):
