@@ -8,6 +8,7 @@ Comparisons look only at results and gradients, never at how the learner compute
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -133,7 +134,11 @@ def _named_pairs(reference, case, args, kwargs):
         names = [f"argument {i}" for i in range(len(case.args))]
     originals = list(case.args) + list(case.kwargs.values())
     copies = list(args) + list(kwargs.values())
-    return zip(names, originals, copies, strict=False)
+    for name, before, after in zip(names, originals, copies, strict=False):
+        if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)):
+            yield from ((f"{name}[{i}]", b, a) for i, (b, a) in enumerate(zip(before, after, strict=False)))
+        else:
+            yield name, before, after
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -334,21 +339,42 @@ def check_cases(
     atol: float = 1e-5,
     rtol: float = 1e-4,
     unstable_hint: str | None = None,
+    outputs: Sequence[str] = (),
 ) -> None:
-    """Run every case through learner and reference and compare the results."""
+    """Run every case through learner and reference and compare the results.
+
+    With ``outputs``, the result is a tuple of that many values (named for feedback) and each is
+    compared on its own; a mistake's ``compute`` then returns the same tuple.
+    """
     for case in cases:
         got, expected = run_case(fn, reference, case)
-        expect_close(
-            got,
-            expected,
-            describe_case(case, reference),
-            args=case.args,
-            kwargs=case.kwargs,
-            mistakes=mistakes,
-            atol=atol,
-            rtol=rtol,
-            unstable_hint=unstable_hint,
+        context = describe_case(case, reference)
+        compare = functools.partial(
+            expect_close, args=case.args, kwargs=case.kwargs, atol=atol, rtol=rtol, unstable_hint=unstable_hint
         )
+        if not outputs:
+            compare(got, expected, context, mistakes=mistakes)
+            continue
+        got = expect_tuple(got, outputs, context)
+        for index, name in enumerate(outputs):
+            picked = [Mistake(m.cause, functools.partial(_pick, m.compute, index)) for m in mistakes]
+            compare(got[index], expected[index], f"{context}; output `{name}`", mistakes=picked)
+
+
+def expect_tuple(got: Any, outputs: Sequence[str], context: str) -> tuple[Any, ...]:
+    """Fail unless ``got`` is a tuple (or list) with one value per name in ``outputs``."""
+    if not isinstance(got, (tuple, list)) or len(got) != len(outputs):
+        raise CheckFailure(
+            f"expected a tuple of {len(outputs)} values ({', '.join(outputs)})",
+            case=context,
+            got=describe(got) if not isinstance(got, (tuple, list)) else f"{type(got).__name__} of {len(got)} values",
+            cause="return all of them, e.g. `return " + ", ".join(outputs) + "`",
+        )
+    return tuple(got)
+
+
+def _pick(compute: Callable[..., Any], index: int, *args: Any, **kwargs: Any) -> Any:
+    return compute(*args, **kwargs)[index]
 
 
 def check_gradients(
@@ -358,16 +384,21 @@ def check_gradients(
     wrt: Sequence[str],
     *,
     on_sphere: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    parameters: bool = False,
     atol: float = 1e-5,
     rtol: float = 1e-4,
 ) -> None:
     """Backpropagate a fixed random projection of both results; compare the gradients of ``wrt``.
 
     Arguments named in ``wrt`` are made leaf tensors that require grad (numbers become 0-dim
-    tensors). The learner must return a result connected to all of them. For arguments named in
-    ``on_sphere`` (rows of unit norm), only the gradient's component tangent to the sphere is
-    compared: it is all that flows back through the normalisation that produced them, so
-    re-normalising inside the function is accepted.
+    tensors; a list of tensors becomes a list of leaves). The learner must return a result
+    connected to all of them. For arguments named in ``on_sphere`` (rows of unit norm), only the
+    gradient's component tangent to the sphere is compared: it is all that flows back through the
+    normalisation that produced them, so re-normalising inside the function is accepted.
+    With ``outputs`` the results are tuples and every output is projected. With ``parameters``,
+    ``fn`` and ``reference`` are modules holding the same weights, and the gradients of every
+    parameter are compared too.
     """
     names = list(_signature(reference).bind(*case.args, **case.kwargs).arguments)
     context = describe_case(case, reference) + " (gradient check)"
@@ -376,30 +407,52 @@ def check_gradients(
         bound = dict(zip(names, clone_args(case.args), strict=False)) | clone_args(case.kwargs)
         for name in wrt:
             value = bound[name]
+            if isinstance(value, (list, tuple)):
+                bound[name] = type(value)(v.detach().clone().requires_grad_(True) for v in value)
+                continue
             if not isinstance(value, torch.Tensor):
                 value = torch.tensor(float(value), dtype=torch.float32)
             bound[name] = value.detach().clone().requires_grad_(True)
         positional = tuple(bound.pop(name) for name in names[: len(case.args)])
         return positional, bound
 
+    if parameters:
+        fn.zero_grad(set_to_none=True)
+        reference.zero_grad(set_to_none=True)
     ref_args, ref_kwargs = leaves()
     expected = reference(*ref_args, **ref_kwargs)
-    weights = torch.randn(expected.shape, generator=torch.Generator().manual_seed(0), dtype=expected.dtype)
-    (expected * weights).sum().backward()
+    expected = tuple(expected) if outputs else (expected,)
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(e.shape, generator=generator, dtype=e.dtype) for e in expected]
+    sum((e * w).sum() for e, w in zip(expected, weights, strict=True)).backward()
 
     args, kwargs = leaves()
-    got = expect_tensor(invoke(fn, *args, context=context, **kwargs), expected, context)
-    if not got.requires_grad:
-        raise CheckFailure(
-            "the result is not connected to the autograd graph, so no gradient can flow",
-            case=context,
-            cause="a .item(), .detach(), float(...) or numpy round-trip, or torch.no_grad()",
-        )
-    (got * weights).sum().backward()
+    got = invoke(fn, *args, context=context, **kwargs)
+    got = expect_tuple(got, outputs, context) if outputs else (got,)
+    for g, e in zip(got, expected, strict=True):
+        expect_tensor(g, e, context)
+        if not g.requires_grad:
+            raise CheckFailure(
+                "the result is not connected to the autograd graph, so no gradient can flow",
+                case=context,
+                cause="a .item(), .detach(), float(...) or numpy round-trip, or torch.no_grad()",
+            )
+    sum((g * w).sum() for g, w in zip(got, weights, strict=True)).backward()
+
+    pairs = []
     by_name = dict(zip(names, args, strict=False)) | kwargs
     reference_by_name = dict(zip(names, ref_args, strict=False)) | ref_kwargs
     for name in wrt:
-        grad, expected_grad = by_name[name].grad, reference_by_name[name].grad
+        value, expected_value = by_name[name], reference_by_name[name]
+        if isinstance(value, (list, tuple)):
+            pairs += [(f"{name}[{i}]", v, e) for i, (v, e) in enumerate(zip(value, expected_value, strict=True))]
+        else:
+            pairs.append((name, value, expected_value))
+    if parameters:
+        reference_parameters = dict(reference.named_parameters())
+        pairs += [(f"parameter {n}", p, reference_parameters[n]) for n, p in fn.named_parameters()]
+    for name, value, expected_value in pairs:
+        grad, expected_grad = value.grad, expected_value.grad
         if grad is None:
             raise CheckFailure(
                 f"no gradient reached `{name}`",
@@ -407,7 +460,7 @@ def check_gradients(
                 cause=f"`{name}` was used through float(...), .item() or .detach(), or not used at all",
             )
         if name in on_sphere:
-            unit = reference_by_name[name].detach()
+            unit = expected_value.detach()
             grad, expected_grad = _tangent(grad, unit), _tangent(expected_grad, unit)
         if not torch.allclose(grad, expected_grad, atol=atol, rtol=rtol):
             raise CheckFailure(
@@ -417,6 +470,51 @@ def check_gradients(
                 got=_show_entry(grad, expected_grad),
                 cause="a detached or in-place step, or a clamp/where that blocks the gradient",
             )
+
+
+def build_twin(learner: Callable[..., Any], reference: Callable[..., Any], *args: Any) -> tuple[Any, Any]:
+    """Instantiate the learner's module class and the reference's with ``args``; give both the same weights.
+
+    The learner's module is built first, under a fixed seed, and must have exactly the reference's
+    parameters and buffers (names and shapes, as the exercise's docstring lists them); its weights
+    are then copied into the reference, so the two must compute the same function.
+    """
+    context = f"{getattr(reference, '__name__', 'module')}({', '.join(map(repr, args))})"
+    torch.manual_seed(0)
+    module = invoke(learner, *args, context=context)
+    if not isinstance(module, torch.nn.Module):
+        raise CheckFailure("the class must subclass torch.nn.Module", case=context, got=type(module).__name__)
+    twin = reference(*args)
+    expected = {name: tuple(t.shape) for name, t in twin.state_dict().items()}
+    got = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+    if got != expected:
+        missing = [f"{n} {expected[n]}" for n in expected if n not in got]
+        unexpected = [f"{n} {got[n]}" for n in got if n not in expected]
+        reshaped = [
+            f"{n}: expected {expected[n]}, got {got[n]}" for n in expected if n in got and got[n] != expected[n]
+        ]
+        problems = [
+            ("missing: " + ", ".join(missing)) if missing else "",
+            ("unexpected: " + ", ".join(unexpected)) if unexpected else "",
+            ("wrong shape: " + "; ".join(reshaped)) if reshaped else "",
+        ]
+        raise CheckFailure(
+            "the module's parameters do not follow the contract in the docstring",
+            case=context,
+            expected=", ".join(f"{n} {s}" for n, s in expected.items()),
+            got=" · ".join(p for p in problems if p),
+            cause="name and shape every submodule and parameter as the docstring lists them, so the"
+            " grader can copy your weights into the reference and compare the two",
+        )
+    not_learned = sorted(set(dict(twin.named_parameters())) - set(dict(module.named_parameters())))
+    if not_learned:
+        raise CheckFailure(
+            "these must be learned parameters (nn.Parameter), not buffers or plain tensors: " + ", ".join(not_learned),
+            case=context,
+            cause="wrap the tensor in nn.Parameter so the optimiser updates it",
+        )
+    twin.load_state_dict(module.state_dict())
+    return module, twin
 
 
 def _tangent(grad: torch.Tensor, unit_rows: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,23 @@ from typing import Any
 #: Chapter id → two-digit number. Numbers are stable (see DESIGN.md's syllabus map).
 CHAPTERS: dict[str, str] = {
     "start": "00",
+    "fusion": "01",
+    "attention": "02",
     "contrastive": "03",
     "sentiment": "05",
 }
 
 EXERCISE_IDS: tuple[str, ...] = (
     "start.cosine_similarity_matrix",
+    "fusion.tensor_fusion",
+    "fusion.LowRankFusion",
+    "fusion.GatedMultimodalUnit",
+    "fusion.modality_dropout",
+    "attention.scaled_dot_product_attention",
+    "attention.MultiHeadCrossAttention",
+    "attention.CrossModalBlock",
+    "attention.LearnedQueryResampler",
+    "attention.GatedCrossAttentionBlock",
     "contrastive.clip_loss",
     "contrastive.siglip_loss",
     "contrastive.recall_at_k",
