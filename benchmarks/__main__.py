@@ -1,12 +1,15 @@
-"""Run every benchmark: `python -m benchmarks [grading|losses|mini_clip|sentiment ...]`."""
+"""Run every benchmark, or the named ones: `python -m benchmarks [NAME ...]`, NAME a key of BENCHMARKS."""
 
 from __future__ import annotations
 
 import sys
 
-from . import grading_latency, losses, mini_clip, sentiment
+from . import adversarial_alignment, cross_attention, fusion, grading_latency, losses, mini_clip, sentiment
 
 BENCHMARKS = {
+    "adversarial": adversarial_alignment.main,
+    "cross_attention": cross_attention.main,
+    "fusion": fusion.main,
     "grading": grading_latency.main,
     "losses": losses.main,
     "mini_clip": mini_clip.main,

@@ -7,8 +7,6 @@ process's RSS before the call) is that call's own.
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
 import sys
 import time
 
@@ -17,7 +15,7 @@ import torch.nn.functional as F
 
 from xmodal_ref.contrastive import clip_loss, siglip_loss
 
-from . import print_table
+from . import peak_rss_mib, print_table, run_in_fresh_process
 
 SIZES = (256, 1024, 4096)
 DIM = 512
@@ -60,12 +58,11 @@ def measure(loss: str, style: str, n: int) -> dict[str, float]:
     y = F.normalize(torch.randn(n, DIM, generator=generator), dim=-1).requires_grad_()
     fn = IMPLEMENTATIONS[(loss, style)]
     fn(x[:8], y[:8]).backward()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak_rss_mib()
     start = time.perf_counter()
     fn(x, y).backward()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": seconds, "mib": (peak - before) / 1024}
+    return {"seconds": seconds, "mib": peak_rss_mib() - before}
 
 
 def main() -> None:
@@ -73,8 +70,7 @@ def main() -> None:
     for loss in ("clip", "siglip"):
         for n in SIZES:
             for style in ("reference", "loop"):
-                command = [sys.executable, "-m", "benchmarks.losses", loss, style, str(n)]
-                result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+                result = run_in_fresh_process("benchmarks.losses", loss, style, n)
                 rows.append((loss, n, style, f"{result['seconds'] * 1000:.1f}", f"{result['mib']:.1f}"))
     print_table(
         f"Contrastive losses, forward+backward, D={DIM}, float32, CPU (one process per row)",

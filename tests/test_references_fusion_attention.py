@@ -116,6 +116,7 @@ def test_fully_padded_samples_get_zeros_and_finite_gradients() -> None:
     assert all(bool(t.grad.isfinite().all()) for t in (q, k, v))
 
 
+@settings(max_examples=8)
 @given(st.integers(1, 300), st.integers(1, 3))
 def test_resampler_output_length_is_fixed_and_its_queries_learn(length, batch) -> None:
     torch.manual_seed(length)

@@ -100,6 +100,4 @@ def modality_dropout(features: list[torch.Tensor], p: float, training: bool) -> 
     rescue = torch.randint(m, (batch,), device=device)  # (B,) the modality kept when all are dropped
     keep |= (~keep.any(dim=1, keepdim=True)) & (torch.arange(m, device=device) == rescue[:, None])
     scale = 1.0 / ((1 - p) + p**m / m)
-    return [
-        x * (keep[:, i].view(-1, *[1] * (x.dim() - 1)).to(x.dtype) * scale) for i, x in enumerate(features)
-    ]
+    return [x * (keep[:, i].view(-1, *[1] * (x.dim() - 1)).to(x.dtype) * scale) for i, x in enumerate(features)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,27 +23,31 @@ from xmodal_ref.device import default_device, seed_everything
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def strided_conv_stem(channels: Sequence[int]) -> nn.Sequential:
+    """One 3×3 stride-2 conv + BatchNorm + ReLU block per consecutive pair of ``channels``.
+
+    (B, channels[0], S, S) → (B, channels[-1], S', S'): each block maps a side of n to ⌈n/2⌉.
+    Strided convolutions rather than conv + max-pool keep a training step cheap on the CPU.
+    """
+    return nn.Sequential(
+        *(
+            nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+            for c_in, c_out in itertools.pairwise(channels)
+        )
+    )
+
+
 class ImageEncoder(nn.Module):
     """Three stride-2 conv blocks, then a linear head: (B, 3, S, S) → (B, D).
 
     The head sees the whole ⌈S/8⌉² feature map rather than a global average, so it can tell where
-    the shape is as well as what it is. Strided convolutions rather than conv + max-pool keep a
-    training step cheap on the CPU.
+    the shape is as well as what it is.
     """
 
     def __init__(self, embed_dim: int = 64, image_size: int = 32, width: int = 32) -> None:
         super().__init__()
         channels = (3, width, 2 * width, 2 * width)
-        self.features = nn.Sequential(
-            *(
-                nn.Sequential(
-                    nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
-                    nn.BatchNorm2d(c_out),
-                    nn.ReLU(),
-                )
-                for c_in, c_out in itertools.pairwise(channels)
-            )
-        )
+        self.features = strided_conv_stem(channels)
         side = math.ceil(image_size / 8)  # each block maps a side of n to ⌈n/2⌉
         self.head = nn.Linear(channels[-1] * side**2, embed_dim)
 

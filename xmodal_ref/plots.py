@@ -67,14 +67,17 @@ def plot_similarity(
     return fig
 
 
-def plot_embeddings_2d(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, pairs: int = 8) -> Figure:
+def plot_embeddings_2d(
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, pairs: int = 8, ax: Axes | None = None
+) -> Figure:
     """Both modalities in one 2-D PCA plane: the picture of the modality gap.
 
     image_embeddings: (N, D); text_embeddings: (M, D); row i of each is a matched pair. Both are
     L2-normalised, then projected onto the top two principal directions of their union (centred),
     so distances in the plot are comparable across modalities. Lines join the first ``pairs``
     matched pairs; crosses mark the two centroids. The title gives the modality gap
-    ‖mean x̂ − mean ŷ‖, measured in the full D dimensions before projection.
+    ‖mean x̂ − mean ŷ‖, measured in the full D dimensions before projection. Draws into ``ax`` when
+    given (and returns its figure), so that several such panels can share one figure.
     """
     images = F.normalize(image_embeddings.detach().cpu().double(), dim=-1)  # (N, D)
     texts = F.normalize(text_embeddings.detach().cpu().double(), dim=-1)  # (M, D)
@@ -87,7 +90,7 @@ def plot_embeddings_2d(image_embeddings: torch.Tensor, text_embeddings: torch.Te
     points = (centred @ right[:2].T).numpy()  # (N + M, 2)
     image_points, text_points = points[: len(images)], points[len(images) :]
 
-    fig, ax = _figure((6, 5.5))
+    fig, ax = _figure((6, 5.5)) if ax is None else (ax.figure, ax)
     modalities = (("image", image_points, "tab:blue"), ("text", text_points, "tab:orange"))
     for name, xy, colour in modalities:
         ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.4, color=colour, label=f"{name} embeddings")

@@ -23,11 +23,10 @@ on the synthetic corpus and on MMSA's CMU-MOSI, CMU-MOSEI and CH-SIMS features.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -38,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xmodal_ref.data import SentimentFeatures, corpus_features, sentiment_splits
-from xmodal_ref.device import default_device, seed_everything
+from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.sentiment import SequenceEncoder, masked_mean, msa_metrics, uncertainty_weighted_loss
 
 TEXT_ONLY, AUDIO_ONLY, LATE_FUSION = "text-only", "audio-only", "late fusion"
@@ -312,23 +311,6 @@ def _predict(fn: Callable[[SentimentFeatures], torch.Tensor], features: Sentimen
     return torch.cat(chunks)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one CPU thread, then restore the thread count.
-
-    These GRUs are too small to gain from intra-op parallelism, and its threads stall when another
-    process holds a core. Measured on 2 cores: ``train()`` takes 30 s on one thread and 32 s on two
-    when the machine is otherwise idle, but over 4× longer on two than on one while another process
-    is busy. The results also no longer depend on the machine's core count.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def build_model(variant: str, text_dim: int, audio_dim: int, hidden: int = HIDDEN) -> nn.Module:
     """A fresh model for any trained variant (every entry of VARIANTS but late fusion)."""
     if variant == TEXT_ONLY:
@@ -409,7 +391,7 @@ def train(
     rows of VARIANTS (all by default); late fusion reuses the text-only and audio-only models,
     training them if they were not asked for. Each model is initialised and shuffled from ``seed``
     alone, so a variant's result does not depend on which others run. Torch runs on one CPU
-    thread meanwhile (``_one_thread``), so results are deterministic under ``seed`` on a device.
+    thread meanwhile (``one_thread``), so results are deterministic under ``seed`` on a device.
 
     Returns {"variants": {name: {...}}, "labels", "conflict", "seconds", "seed", "epochs"}, where
     "labels" is the (N,) test label, "conflict" the (N,) test conflict mask or None, "seconds" the
@@ -428,7 +410,7 @@ def train(
     needed = set(names) | ({TEXT_ONLY, AUDIO_ONLY} if LATE_FUSION in names else set())
     to_train = [name for name in VARIANTS if name in needed and name != LATE_FUSION]
 
-    with _one_thread():
+    with one_thread():
         if features is None:
             features = {split: corpus_features(corpus) for split, corpus in sentiment_splits(seed).items()}
         train_set, valid_set, test_set = (_to(features[split], device) for split in ("train", "valid", "test"))

@@ -15,10 +15,12 @@ from ..grading.harness import (
     check_cases,
     check_gradients,
     describe,
+    describe_case,
     expect_close,
     expect_tensor,
     expect_tuple,
     invoke,
+    run_case,
 )
 from ..grading.verdict import CheckFailure
 from . import random_rows, unit_rows
@@ -31,19 +33,20 @@ def _stretched(n: int, d: int, repeats: list[int], seed: int) -> tuple[torch.Ten
     return x, x.repeat_interleave(torch.tensor(repeats), dim=0)
 
 
-def _dtw_table(costs: list[list[float]], moves: tuple[tuple[int, int], ...]) -> float:
+def _dtw_table(costs: list[list[float]], moves: tuple[tuple[int, int], ...], border: float) -> float:
+    """D(n−1, m−1) with the given moves; ``border`` fills row and column −1 (inf, or 0 for an unaccumulated edge)."""
     n, m = len(costs), len(costs[0])
-    total = [[math.inf] * (m + 1) for _ in range(n + 1)]
-    total[0][0] = 0.0
+    total = [[border] * (m + 1) for _ in range(n + 1)]
     for i in range(n):
         for j in range(m):
-            total[i + 1][j + 1] = costs[i][j] + min(total[i + 1 - di][j + 1 - dj] for di, dj in moves)
+            before = 0.0 if i == j == 0 else min(total[i + 1 - di][j + 1 - dj] for di, dj in moves)
+            total[i + 1][j + 1] = costs[i][j] + before
     return total[n][m]
 
 
-def _dtw_variant(x, y, *, squared=False, moves=((1, 0), (0, 1), (1, 1))):
+def _dtw_variant(x, y, *, squared=False, moves=((1, 0), (0, 1), (1, 1)), border=math.inf):
     costs = torch.cdist(x[None].double(), y[None].double())[0]
-    return torch.tensor(_dtw_table((costs**2 if squared else costs).tolist(), moves))
+    return torch.tensor(_dtw_table((costs**2 if squared else costs).tolist(), moves, border))
 
 
 def check_dtw(learner, reference) -> None:
@@ -69,6 +72,11 @@ def check_dtw(learner, reference) -> None:
             "only diagonal and one-sided moves: D(i, j−1) is missing",
             functools.partial(_dtw_variant, moves=((1, 0), (1, 1))),
         ),
+        Mistake(
+            "the first row and column are not accumulated: D(0, j) must be c(0, j) + D(0, j−1), not c(0, j)"
+            " (start from a border of inf, not of zeros)",
+            functools.partial(_dtw_variant, border=0.0),
+        ),
     ]
     for case in cases:
         context = "dtw: " + case.label
@@ -80,7 +88,10 @@ def check_dtw(learner, reference) -> None:
             cost = cost.to(expected_cost.dtype)
         expect_close(cost, expected_cost, context + "; the cost", args=case.args, mistakes=mistakes, atol=1e-4)
         _check_path(result[1], x, y, float(expected_cost), context)
-    check_gradients(lambda x, y: learner(x, y)[0], lambda x, y: reference(x, y)[0], cases[1], wrt=["x", "y"])
+    # the cost's dtype is left open above (a float64 table is fine), so it is here too
+    check_gradients(
+        lambda x, y: learner(x, y)[0].to(x.dtype), lambda x, y: reference(x, y)[0], cases[1], wrt=["x", "y"]
+    )
 
 
 def _check_path(path, x: torch.Tensor, y: torch.Tensor, cost: float, context: str) -> None:
@@ -161,10 +172,12 @@ def check_ctc_loss(learner, reference) -> None:
         Case("a repeated label: targets [1, 2, 2, 3], T=10", (_log_probs(10, 5, 1), long([1, 2, 2, 3]))),
         Case("the empty target: only blanks", (_log_probs(6, 4, 2), long([], dtype=torch.long))),
         Case("[1, 1] in exactly T=3 frames (1, ∅, 1)", (_log_probs(3, 3, 3), long([1, 1]))),
-        Case("infeasible: [1, 1, 2] needs 4 frames, T=3 → inf", (_log_probs(3, 3, 4), long([1, 1, 2]))),
         Case("blank=4 (the last class), targets [0, 1, 1]", (_log_probs(9, 5, 5), long([0, 1, 1])), {"blank": 4}),
         Case("T=1, a single label", (_log_probs(1, 4, 6), long([3]))),
-        Case("float64, T=300, targets of length 20", (_log_probs(300, 6, 7, torch.float64), long([1, 2, 3, 4, 5] * 4))),
+        Case(
+            "float64, T=300, C=20, targets of length 20: the likelihood (about e^−1000) underflows as a probability",
+            (_log_probs(300, 20, 7, torch.float64), long([1, 2, 3, 4, 5] * 4)),
+        ),
     ]
     mistakes = [
         Mistake(
@@ -187,7 +200,7 @@ def check_ctc_loss(learner, reference) -> None:
         Mistake("the log-likelihood, not its negative", lambda lp, t, blank=0: -_torch_ctc(lp, t, blank)),
         Mistake(
             "the blank argument is ignored (class 0 is always the blank)",
-            lambda lp, t, blank=0: _torch_ctc(lp, t, 0) if bool((t != 0).all()) else torch.tensor(math.inf),
+            lambda lp, t, blank=0: _ctc_variant(lp, t, 0),
         ),
     ]
     check_cases(
@@ -200,6 +213,12 @@ def check_ctc_loss(learner, reference) -> None:
         unstable_hint="products of probabilities underflow over many frames: run the recursion on log-probabilities"
         " with logsumexp",
     )
+    _check_infeasible(
+        learner,
+        reference,
+        Case("infeasible: [1, 1, 2] needs 4 frames, T=3 → inf", (_log_probs(3, 3, 4), long([1, 1, 2]))),
+    )
+    _check_finite_gradient(learner, cases[1])
     for case in cases[:2]:  # gradients through log_softmax, where F.ctc_loss's gradient is exact
         logits = random_rows(case.args[0].shape[0], case.args[0].shape[1], 11)
         check_gradients(
@@ -209,7 +228,34 @@ def check_ctc_loss(learner, reference) -> None:
             wrt=["logits"],
             atol=1e-4,
         )
-    _check_finite_gradient(learner, cases[1])
+
+
+def _check_infeasible(learner, reference, case: Case) -> None:
+    """No labelling of the frames fits the targets: the likelihood is 0, so the loss is inf."""
+    got, expected = run_case(learner, reference, case)
+    context = describe_case(case, reference)
+    value = float(expect_tensor(got, expected, context))
+    if value == math.inf:
+        return
+    cause = None
+    if value == 0:
+        cause = "0 is what F.ctc_loss(..., zero_infinity=True) gives; the contract keeps inf: the targets cannot fit"
+    elif value == -math.inf:
+        cause = "the log-likelihood, not its negative"
+    elif value > 1e10:
+        cause = (
+            "the finite stand-in for −inf reached the end: check feasibility first (T ≥ L + the number of adjacent"
+            " repeats) and return inf when it fails"
+        )
+    elif math.isfinite(value):
+        cause = "a labelling that does not collapse to the targets is counted: check the skip rule"
+    raise CheckFailure(
+        "wrong value: no labelling of the frames collapses to the targets, so the loss is inf",
+        case=context,
+        expected="inf",
+        got=describe(got),
+        cause=cause,
+    )
 
 
 def _check_finite_gradient(learner, case: Case) -> None:
@@ -241,7 +287,7 @@ def _views(n: int, p: int, q: int, seed: int, dtype=torch.float64) -> tuple[torc
     return x.to(dtype), y.to(dtype)
 
 
-def _cca_variant(x, y, k, eps=1e-6, *, centre=True, whiten=True, squared=False, ascending=False, ddof=1):
+def _cca_variant(x, y, k, eps=1e-6, *, centre=True, whiten=True, squared=False, ascending="", ddof=1):
     xc, yc = (x - x.mean(0), y - y.mean(0)) if centre else (x, y)
     n = x.shape[0] - ddof
 
@@ -251,9 +297,11 @@ def _cca_variant(x, y, k, eps=1e-6, *, centre=True, whiten=True, squared=False, 
 
     wx = inv_sqrt(xc.T @ xc / n) if whiten else torch.eye(x.shape[1], dtype=x.dtype)
     wy = inv_sqrt(yc.T @ yc / n) if whiten else torch.eye(y.shape[1], dtype=y.dtype)
-    s = torch.linalg.svdvals(wx @ (xc.T @ yc / n) @ wy)
-    s = s**2 if squared else s
-    return s.flip(0)[:k] if ascending else s[:k]
+    m = wx @ (xc.T @ yc / n) @ wy
+    if ascending:  # eigh's order, on M Mᵀ (the x side: p values, zeros first when p > q) or on Mᵀ M
+        return torch.linalg.eigvalsh(m @ m.T if ascending == "x" else m.T @ m).clamp(min=0).sqrt()[:k]
+    s = torch.linalg.svdvals(m)
+    return s[:k] ** 2 if squared else s[:k]
 
 
 def check_cca(learner, reference) -> None:
@@ -273,7 +321,8 @@ def check_cca(learner, reference) -> None:
             "squared correlations: the eigenvalues of Σxx⁻¹ Σxy Σyy⁻¹ Σyx are ρ², take their square roots",
             functools.partial(_cca_variant, squared=True),
         ),
-        Mistake("the correlations come in ascending order", functools.partial(_cca_variant, ascending=True)),
+        Mistake("the correlations come in ascending order", functools.partial(_cca_variant, ascending="x")),
+        Mistake("the correlations come in ascending order", functools.partial(_cca_variant, ascending="y")),
     ]
     for case in cases:
         x, y, k = case.args
@@ -314,8 +363,8 @@ def _check_projections(w_x, w_y, x, y, correlations, context: str, tolerance: fl
             case=context,
             expected=describe(correlations),
             got=describe(cross.diagonal()),
-            cause="w_y's columns must pair with w_x's: take both from the same SVD (U[:, :k] and V[:, :k]),"
-            " and flip a pair's signs together",
+            cause="w_y's columns must pair with w_x's: take both from the same SVD (U[:, :k] and V[:, :k];"
+            " torch.linalg.svd returns Vᵀ, so V[:, :k] is vh[:k].T), and flip a pair's signs together",
         )
 
 
@@ -341,28 +390,36 @@ def check_gradient_reversal(learner, reference) -> None:
         out = invoke(learner, leaf, lambd, context=context)
         expect_tensor(out, x, context)
         upstream = random_rows(1, x.numel(), 9, dtype=x.dtype).view_as(x)
+        direct = random_rows(1, x.numel(), 10, dtype=x.dtype).view_as(x)  # x is also used outside the layer
         if not out.requires_grad:
             raise CheckFailure(
                 "the result is not connected to the autograd graph",
                 case=context,
                 cause="return `GradientReversal.apply(x, lambd)`; do not detach in forward()",
             )
-        (out * upstream).sum().backward()
-        got, expected = leaf.grad, -lambd * upstream
-        if got is None or not torch.allclose(got, expected, atol=1e-6, rtol=1e-6):
-            ratio = None if got is None else (got * upstream).sum() / (upstream * upstream).sum()
+        loss = (out * upstream).sum() + (leaf * direct).sum()
+        invoke(loss.backward, context=context)
+        through_layer = leaf.grad - direct
+        if not torch.allclose(through_layer, -lambd * upstream, atol=1e-6, rtol=1e-6):
+            ratio = float((through_layer * upstream).sum() / (upstream * upstream).sum())
+            every_use = torch.allclose(leaf.grad, -lambd * (upstream + direct), atol=1e-6, rtol=1e-6)
             raise CheckFailure(
-                "wrong gradient: the upstream gradient times −λ must reach the input",
+                "wrong gradient: the upstream gradient times −λ must reach the input through the layer",
                 case=context,
-                expected=f"−λ·upstream = {-lambd:g}·upstream",
-                got="no gradient" if got is None else f"about {float(ratio):.4g}·upstream",
-                cause=_reversal_cause(None if ratio is None else float(ratio), lambd),
+                expected=f"−λ·upstream = {-lambd:g}·upstream, plus the gradient of x's other use unchanged",
+                got=f"about {ratio:.4g}·upstream through the layer",
+                cause=_reversal_cause(ratio, lambd, every_use),
             )
 
 
-def _reversal_cause(ratio: float | None, lambd: float) -> str:
-    if ratio is None:
-        return "forward() detached the input or backward() returned None for x"
+def _reversal_cause(ratio: float, lambd: float, every_use: bool) -> str:
+    if every_use:
+        return (
+            "every gradient that reaches x is reversed, also the one from its use outside the layer: a hook"
+            " registered on x itself? Register it on a copy (`x.clone()`), or use a torch.autograd.Function"
+        )
+    if math.isclose(ratio, 0.0, abs_tol=1e-5):
+        return "no gradient came back through the layer: forward() detached the input or backward() returned None"
     if math.isclose(ratio, lambd, abs_tol=1e-5):
         return "the gradient is scaled by +λ: reverse it (−λ)"
     if math.isclose(ratio, 1.0, abs_tol=1e-5):
@@ -375,16 +432,28 @@ def _reversal_cause(ratio: float | None, lambd: float) -> str:
 # ----------------------------------------------------------------------------- vsepp_loss
 
 
-def _vsepp(image, text, margin=0.2, max_violation=True, *, directions="both", mask_positives=True, reduce="sum"):
+def _vsepp(
+    image,
+    text,
+    margin=0.2,
+    max_violation=True,
+    *,
+    directions="both",
+    mask_positives=True,
+    reduce="sum",
+    axes=(1, 0),
+    image_positive_for_captions=False,
+):
     scores = image @ text.T
     positive = scores.diagonal()
     cost_caption = (margin + scores - positive[:, None]).clamp(min=0)
-    cost_image = (margin + scores - positive[None, :]).clamp(min=0)
+    caption_positive = positive[:, None] if image_positive_for_captions else positive[None, :]
+    cost_image = (margin + scores - caption_positive).clamp(min=0)
     if mask_positives:
         keep = ~torch.eye(len(scores), dtype=torch.bool)
         cost_caption, cost_image = cost_caption * keep, cost_image * keep
     if max_violation:
-        cost_caption, cost_image = cost_caption.amax(dim=1), cost_image.amax(dim=0)
+        cost_caption, cost_image = cost_caption.amax(dim=axes[0]), cost_image.amax(dim=axes[1])
     total = {"both": cost_caption.sum() + cost_image.sum(), "i2t": cost_caption.sum(), "t2i": cost_image.sum()}
     value = total[directions]
     return value / len(scores) if reduce == "mean" else value
@@ -413,6 +482,16 @@ def check_vsepp_loss(learner, reference) -> None:
         Mistake(
             "max_violation is ignored: the sum over every negative is returned",
             lambda i, t, margin=0.2, max_violation=True: _vsepp(i, t, margin, False),
+        ),
+        Mistake(
+            "the hardest negative is taken over the wrong axis: for image i it is the max over captions j (along"
+            " row i), for caption i the max over images j (along column i)",
+            functools.partial(_vsepp, axes=(0, 1)),
+        ),
+        Mistake(
+            "the caption→image hinge subtracts the image's positive: for caption j against image i it is"
+            " [margin − s(j, j) + s(i, j)]₊, not [margin − s(i, i) + s(i, j)]₊",
+            functools.partial(_vsepp, image_positive_for_captions=True),
         ),
     ]
     check_cases(learner, reference, cases, mistakes=mistakes)

@@ -113,7 +113,9 @@ def _torch_attention(module: nn.Module, num_heads: int) -> nn.MultiheadAttention
     return torch_mha
 
 
-def _multi_head(twin, x_q, x_kv, key_padding_mask=None, *, scale_by="head", split="transpose", out_proj=True):
+def _multi_head(
+    twin, x_q, x_kv, key_padding_mask=None, *, scale_by="head", split="transpose", out_proj=True, average=False
+):
     """Multi-head cross-attention with switches for the usual mistakes; returns (out, weights)."""
     heads = twin.num_heads
     batch, embed = x_q.shape[0], x_q.shape[-1]
@@ -127,7 +129,7 @@ def _multi_head(twin, x_q, x_kv, key_padding_mask=None, *, scale_by="head", spli
     scale = math.sqrt(embed) if scale_by == "embed" else None
     out, weights = _attention(q, k, v, key_padding_mask, scale=scale)
     merged = out.transpose(1, 2).flatten(2) if split == "transpose" else out.reshape(batch, -1, embed)
-    return (twin.out_proj(merged) if out_proj else merged), weights
+    return (twin.out_proj(merged) if out_proj else merged), (weights.mean(dim=1) if average else weights)
 
 
 def check_MultiHeadCrossAttention(learner, reference) -> None:
@@ -159,6 +161,11 @@ def check_MultiHeadCrossAttention(learner, reference) -> None:
             ),
             Mistake(
                 "out_proj is not applied to the merged heads", functools.partial(_multi_head, twin, out_proj=False)
+            ),
+            Mistake(
+                "the weights are averaged over the heads (nn.MultiheadAttention's default); return one map per"
+                " head, (B, num_heads, Lq, Lk)",
+                functools.partial(_multi_head, twin, average=True),
             ),
             Mistake(
                 "the key padding mask is ignored",
@@ -311,7 +318,8 @@ def _check_query_init(queries: torch.Tensor) -> None:
             f"`queries` starts with standard deviation {std:.3g}, not about 0.02",
             case="LearnedQueryResampler(3, 8, 2, 2) at initialisation",
             expected="queries drawn from N(0, 0.02²)",
-            cause="identical (e.g. zero) queries get identical updates, so they never learn to differ"
+            cause="identical (e.g. zero) queries get identical updates, so they never learn to differ: draw them"
+            " with torch.randn(num_queries, dim) * 0.02"
             if std == 0
             else "scale the draw: torch.randn(num_queries, dim) * 0.02",
         )

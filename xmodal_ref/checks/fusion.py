@@ -66,6 +66,10 @@ def check_tensor_fusion(learner, reference) -> None:
             "the modalities are concatenated ([z_1 ; … ; z_M ; 1]), not multiplied: that is early fusion",
             lambda features: _with_one(torch.cat(list(features), dim=-1)),
         ),
+        Mistake(
+            "only the first two modalities are fused: chain the outer product over all M",
+            lambda features: _outer([_with_one(z) for z in features[:2]]),
+        ),
     ]
     check_cases(learner, reference, cases, mistakes=mistakes)
     check_gradients(learner, reference, cases[1], wrt=["features"])

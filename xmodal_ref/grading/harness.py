@@ -53,6 +53,9 @@ def describe(value: Any) -> str:
             values = ", ".join(_num(v) for v in value.detach().flatten().tolist())
             return f"tensor of shape {tuple(value.shape)}, {meta}: [{values}]"
         return f"tensor of shape {tuple(value.shape)}, {meta}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
+        shapes = ", ".join(str(tuple(v.shape)) for v in value)
+        return f"{type(value).__name__} of {len(value)} tensors of shapes {shapes}"
     if isinstance(value, bool):
         return repr(value)
     if isinstance(value, numbers.Real):
@@ -304,7 +307,7 @@ def diagnose(
     if torch.allclose(-got, expected, atol=atol, rtol=rtol):
         return "the sign is flipped"
     nonzero = expected.abs() > 1e-6
-    if bool(nonzero.any()):
+    if int(nonzero.sum()) >= 2:  # one value always has "a constant ratio": that would prove nothing
         ratios = got[nonzero] / expected[nonzero]
         ratio = ratios.flatten()[0].item()
         if math.isfinite(ratio) and torch.allclose(ratios, torch.full_like(ratios, ratio), rtol=1e-3, atol=0):
@@ -463,12 +466,17 @@ def check_gradients(
             unit = expected_value.detach()
             grad, expected_grad = _tangent(grad, unit), _tangent(expected_grad, unit)
         if not torch.allclose(grad, expected_grad, atol=atol, rtol=rtol):
+            poisoned = not bool(grad.isfinite().all()) and bool(expected_grad.isfinite().all())
             raise CheckFailure(
                 f"wrong gradient with respect to `{name}` (the forward value is right)",
                 case=context,
                 expected=_show_entry(expected_grad, grad),
                 got=_show_entry(grad, expected_grad),
-                cause="a detached or in-place step, or a clamp/where that blocks the gradient",
+                cause="NaN or inf in the gradient: a NaN or inf made anywhere in the forward pass (a softmax or"
+                " logsumexp over entries that are all −inf, say) poisons the backward pass even if it is replaced"
+                " afterwards; avoid creating it"
+                if poisoned
+                else "a detached or in-place step, or a clamp/where that blocks the gradient",
             )
 
 
