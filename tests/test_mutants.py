@@ -4,13 +4,13 @@ written in other styles (loops, einsum, other stable formulas)."""
 from __future__ import annotations
 
 import pytest
-from mutants import attention, contrastive, fusion, sentiment, start
+from mutants import alignment, attention, contrastive, fusion, sentiment, start
 
 from xmodal_ref.grading.registry import EXERCISES
 from xmodal_ref.grading.runner import grade_object
 from xmodal_ref.grading.verdict import Status
 
-CHAPTER_MODULES = (start, fusion, attention, contrastive, sentiment)
+CHAPTER_MODULES = (start, fusion, attention, contrastive, alignment, sentiment)
 MUTANTS = {k: v for module in CHAPTER_MODULES for k, v in module.MUTANTS.items()}
 CORRECT = {k: v for module in CHAPTER_MODULES for k, v in module.CORRECT.items()}
 

@@ -34,10 +34,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xmodal_ref.alignment import gradient_reversal
-from xmodal_ref.contrastive import clip_loss, modality_gap, recall_at_k
+from xmodal_ref.contrastive import clip_loss
 from xmodal_ref.data import shapes_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
-from xmodal_ref.mini_clip import MiniClip, embed
+from xmodal_ref.mini_clip import MiniClip, embed, retrieval_metrics
 from xmodal_ref.plots import plot_embeddings_2d
 
 EMBED_DIM = 64
@@ -152,15 +152,13 @@ def train_adversarial_alignment(
     from the same weights and see the same batches. Runs on one CPU thread (``one_thread``), so
     results are deterministic under ``seed`` on a device.
 
-    Returns a dict with "adversarial", "seed", "epochs"; on the held-out "test" split:
-    "r1_i2t", "r1_t2i" (R@1, any caption or image with the same attributes counts as correct),
-    "modality_gap" and "initial_modality_gap" (before training), "discriminator_accuracy" (the
-    co-trained discriminator), "probe_accuracy" and "linear_probe_accuracy" (``probe_accuracy``
-    of fresh ``ModalityDiscriminator``s and of fresh linear probes); "history", per training step:
+    Returns a dict with "adversarial", "seed", "epochs"; on the held-out "test" split, every key of
+    ``retrieval_metrics`` (R@1 and R@5 both ways, the modality gap after and before training, the
+    embeddings on the CPU), "discriminator_accuracy" (the co-trained discriminator),
+    "probe_accuracy" and "linear_probe_accuracy" (``probe_accuracy`` of fresh
+    ``ModalityDiscriminator``s and of fresh linear probes); "history", per training step:
     {"clip_loss", "discriminator_loss", "discriminator_accuracy" (on the batch), "lambda"}; the
-    test "image_embeddings" and "text_embeddings" (N, D) after training and before it
-    ("initial_image_embeddings", "initial_text_embeddings"), all on the CPU; the "test" split, the
-    "model" and the "discriminator"; "seconds", the wall time of the whole call.
+    "test" split, the "model" and the "discriminator"; "seconds", the wall time of the whole call.
     """
     start = time.perf_counter()
     device = default_device() if device is None else torch.device(device)
@@ -172,7 +170,7 @@ def train_adversarial_alignment(
 
         model = MiniClip(len(train.vocab), embed_dim=EMBED_DIM, image_size=train.images.shape[-1]).to(device)
         discriminator = ModalityDiscriminator(EMBED_DIM).to(device)
-        initial_image_embeddings, initial_text_embeddings = embed(model, test, device)
+        initial = embed(model, test, device)  # (image (N, D), text (N, D)) before training
         steps_per_epoch = len(train) // batch_size  # the ragged last batch is dropped
         total_steps = epochs * steps_per_epoch
         optimizer = torch.optim.AdamW([*model.parameters(), *discriminator.parameters()], weight_decay=1e-4)
@@ -222,23 +220,14 @@ def train_adversarial_alignment(
             name: probe_accuracy(make_probe, image_embeddings, text_embeddings) for name, make_probe in probes.items()
         }
 
-    similarity = image_embeddings @ text_embeddings.T  # (N images, N captions)
-    positives = test.positives()  # (N, N), symmetric
     return {
         "adversarial": adversarial,
         "seed": seed,
         "epochs": epochs,
-        "r1_i2t": recall_at_k(similarity, positives, 1),
-        "r1_t2i": recall_at_k(similarity.T, positives.T, 1),
-        "modality_gap": modality_gap(image_embeddings, text_embeddings).item(),
-        "initial_modality_gap": modality_gap(initial_image_embeddings, initial_text_embeddings).item(),
+        **retrieval_metrics(test, (image_embeddings, text_embeddings), initial),
         "discriminator_accuracy": discriminator_accuracy,
         **probe_accuracies,
         "history": history,
-        "image_embeddings": image_embeddings,
-        "text_embeddings": text_embeddings,
-        "initial_image_embeddings": initial_image_embeddings,
-        "initial_text_embeddings": initial_text_embeddings,
         "test": test,
         "model": model,
         "discriminator": discriminator,

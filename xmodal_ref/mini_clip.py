@@ -110,6 +110,36 @@ def embed(model: MiniClip, split: ShapesCaptions, device: torch.device) -> tuple
     return images, texts
 
 
+def retrieval_metrics(
+    test: ShapesCaptions, embeddings: tuple[torch.Tensor, torch.Tensor], initial: tuple[torch.Tensor, torch.Tensor]
+) -> dict:
+    """Cross-modal retrieval and the modality gap of a split's embeddings, after and before training.
+
+    embeddings, initial: (image (N, D), text (N, D)) of ``test`` after and before training. Any test
+    item with the same attributes counts as a correct answer (``ShapesCaptions.positives``). Returns
+    R@1/R@5 in both directions ("r1_i2t", "r1_t2i", "r5_i2t", "r5_t2i"), "modality_gap" and
+    "initial_modality_gap", and the embeddings ("image_embeddings", "text_embeddings",
+    "initial_image_embeddings", "initial_text_embeddings").
+    """
+    image_embeddings, text_embeddings = embeddings
+    similarity = image_embeddings @ text_embeddings.T  # (N images, N captions)
+    positives = test.positives()  # (N, N), symmetric
+    recalls = {
+        f"r{k}_{direction}": recall_at_k(scores, relevant, k)
+        for k in (1, 5)
+        for direction, scores, relevant in (("i2t", similarity, positives), ("t2i", similarity.T, positives.T))
+    }
+    return {
+        **recalls,
+        "modality_gap": modality_gap(*embeddings).item(),
+        "initial_modality_gap": modality_gap(*initial).item(),
+        "image_embeddings": image_embeddings,
+        "text_embeddings": text_embeddings,
+        "initial_image_embeddings": initial[0],
+        "initial_text_embeddings": initial[1],
+    }
+
+
 def train_mini_clip(
     loss_fn: LossFn | None = None,
     *,
@@ -122,12 +152,10 @@ def train_mini_clip(
     """Train a MiniClip on ``shapes_splits(seed)["train"]`` and evaluate retrieval on "test".
 
     loss_fn(image_features, text_features, logit_scale) → 0-dim loss; defaults to ``clip_loss``.
-    Deterministic under ``seed`` on a given device. Retrieval counts any test item with the same
-    attributes as a correct answer (``ShapesCaptions.positives``). Returns a dict with R@1/R@5
-    in both directions ("r1_i2t", "r1_t2i", "r5_i2t", "r5_t2i"), "seconds" (training wall time),
-    "losses" (one float per step), "logit_scale", "modality_gap", the test "image_embeddings"
-    and "text_embeddings" (CPU), the same before training ("initial_modality_gap",
-    "initial_image_embeddings", "initial_text_embeddings"), the "test" split and the "model".
+    Deterministic under ``seed`` on a given device. Returns a dict with every key of
+    ``retrieval_metrics`` on the test split (R@1/R@5 both ways, the modality gap after and before
+    training, the embeddings on the CPU), "seconds" (training wall time), "losses" (one float per
+    step), "logit_scale", the "test" split and the "model".
     """
     loss_fn = clip_loss if loss_fn is None else loss_fn
     device = default_device() if device is None else torch.device(device)
@@ -137,7 +165,7 @@ def train_mini_clip(
     images, tokens, lengths = (t.to(device) for t in (train.images, train.tokens, train.lengths))
 
     model = MiniClip(len(train.vocab), image_size=train.images.shape[-1]).to(device)
-    initial_image_embeddings, initial_text_embeddings = embed(model, test, device)
+    initial = embed(model, test, device)  # (image (N, D), text (N, D)) before training
     steps_per_epoch = len(train) // batch_size  # the ragged last batch is dropped
     total_steps = epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), weight_decay=1e-4)
@@ -162,23 +190,11 @@ def train_mini_clip(
                 bar.update()
     seconds = time.perf_counter() - start
 
-    image_embeddings, text_embeddings = embed(model, test, device)
-    similarity = image_embeddings @ text_embeddings.T  # (N images, N captions)
-    positives = test.positives()  # (N, N), symmetric
     return {
-        "r1_i2t": recall_at_k(similarity, positives, 1),
-        "r1_t2i": recall_at_k(similarity.T, positives.T, 1),
-        "r5_i2t": recall_at_k(similarity, positives, 5),
-        "r5_t2i": recall_at_k(similarity.T, positives.T, 5),
+        **retrieval_metrics(test, embed(model, test, device), initial),
         "seconds": seconds,
         "losses": losses,
         "logit_scale": model.logit_scale().item(),
-        "modality_gap": modality_gap(image_embeddings, text_embeddings).item(),
-        "initial_modality_gap": modality_gap(initial_image_embeddings, initial_text_embeddings).item(),
-        "image_embeddings": image_embeddings,
-        "text_embeddings": text_embeddings,
-        "initial_image_embeddings": initial_image_embeddings,
-        "initial_text_embeddings": initial_text_embeddings,
         "test": test,
         "model": model,
     }

@@ -23,6 +23,7 @@ CHAPTERS: dict[str, str] = {
     "fusion": "01",
     "attention": "02",
     "contrastive": "03",
+    "alignment": "04",
     "sentiment": "05",
 }
 
@@ -43,6 +44,11 @@ EXERCISE_IDS: tuple[str, ...] = (
     "contrastive.LearnableLogitScale",
     "contrastive.zero_shot_logits",
     "contrastive.modality_gap",
+    "alignment.dtw",
+    "alignment.ctc_loss",
+    "alignment.cca",
+    "alignment.gradient_reversal",
+    "alignment.vsepp_loss",
     "sentiment.mel_filterbank",
     "sentiment.log_mel_spectrogram",
     "sentiment.masked_mean",
