@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
 from xmodal_ref.alignment import gradient_reversal
 from xmodal_ref.contrastive import clip_loss
@@ -39,6 +38,7 @@ from xmodal_ref.data import shapes_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.mini_clip import MiniClip, embed, retrieval_metrics
 from xmodal_ref.plots import plot_embeddings_2d
+from xmodal_ref.training import train_one_cycle
 
 EMBED_DIM = 64
 EPOCHS = 3
@@ -171,42 +171,39 @@ def train_adversarial_alignment(
         model = MiniClip(len(train.vocab), embed_dim=EMBED_DIM, image_size=train.images.shape[-1]).to(device)
         discriminator = ModalityDiscriminator(EMBED_DIM).to(device)
         initial = embed(model, test, device)  # (image (N, D), text (N, D)) before training
-        steps_per_epoch = len(train) // batch_size  # the ragged last batch is dropped
-        total_steps = epochs * steps_per_epoch
-        optimizer = torch.optim.AdamW([*model.parameters(), *discriminator.parameters()], weight_decay=1e-4)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=MAX_LR, total_steps=total_steps)
-
+        total_steps = epochs * (len(train) // batch_size)
         history: dict[str, list[float]] = {
             "clip_loss": [],
             "discriminator_loss": [],
             "discriminator_accuracy": [],
             "lambda": [],
         }
-        model.train()
-        description = "adversarial alignment" if adversarial else "CLIP + passive discriminator"
-        with tqdm(total=total_steps, disable=not progress, desc=description) as bar:
-            for epoch in range(epochs):
-                order = torch.randperm(len(train), generator=generator).to(device)
-                for step in range(steps_per_epoch):
-                    lambd = ganin_lambda((epoch * steps_per_epoch + step) / total_steps) if adversarial else 0.0
-                    batch = order[step * batch_size : (step + 1) * batch_size]  # (B,)
-                    image_features, text_features, logit_scale = model(images[batch], tokens[batch], lengths[batch])
-                    task_loss = clip_loss(image_features, text_features, logit_scale)
-                    logits, labels = discriminate(discriminator, image_features, text_features, lambd, reversal)
-                    discriminator_loss = F.binary_cross_entropy_with_logits(logits, labels)
-                    optimizer.zero_grad(set_to_none=True)
-                    (task_loss + discriminator_loss).backward()
-                    optimizer.step()
-                    schedule.step()
 
-                    history["clip_loss"].append(task_loss.item())
-                    history["discriminator_loss"].append(discriminator_loss.item())
-                    history["discriminator_accuracy"].append(accuracy(logits, labels))
-                    history["lambda"].append(lambd)
-                    bar.set_postfix(
-                        clip=f"{task_loss.item():.3f}", disc=f"{discriminator_loss.item():.3f}", refresh=False
-                    )
-                    bar.update()
+        def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
+            lambd = ganin_lambda(step / total_steps) if adversarial else 0.0
+            batch = batch.to(device)  # (B,)
+            image_features, text_features, logit_scale = model(images[batch], tokens[batch], lengths[batch])
+            task_loss = clip_loss(image_features, text_features, logit_scale)
+            logits, labels = discriminate(discriminator, image_features, text_features, lambd, reversal)
+            discriminator_loss = F.binary_cross_entropy_with_logits(logits, labels)
+            history["clip_loss"].append(task_loss.item())
+            history["discriminator_loss"].append(discriminator_loss.item())
+            history["discriminator_accuracy"].append(accuracy(logits, labels))
+            history["lambda"].append(lambd)
+            return task_loss + discriminator_loss
+
+        model.train()
+        train_one_cycle(
+            [*model.parameters(), *discriminator.parameters()],
+            len(train),
+            loss_of_batch,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=generator,
+            max_lr=MAX_LR,
+            description="adversarial alignment" if adversarial else "CLIP + passive discriminator",
+            progress=progress,
+        )
 
         image_embeddings, text_embeddings = embed(model, test, device)  # (N, D) each, CPU
         with torch.no_grad():

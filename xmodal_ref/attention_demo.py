@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
-from tqdm.auto import tqdm
 
 from xmodal_ref.attention import CrossModalBlock
 from xmodal_ref.data import COLOURS, MAX_TOKENS, POSITIONS, SHAPES, VOCAB, ShapesCaptions, shapes_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.mini_clip import strided_conv_stem
 from xmodal_ref.sentiment import masked_mean
+from xmodal_ref.training import train_one_cycle
 
 ATTRIBUTES = ("colour", "shape", "position")
 _INDEX = {word: i for i, word in enumerate(VOCAB)}
@@ -194,31 +194,25 @@ def train_patch_attention_model(
         train, test = splits["train"], splits["test"]
         model = PatchAttentionModel(len(train.vocab), image_size=train.images.shape[-1]).to(device)
         initial_quadrant_mass = quadrant_attention_mass(model, test)
-        steps_per_epoch = len(train) // batch_size  # the ragged last batch is dropped
-        total_steps = epochs * steps_per_epoch
-        optimizer = torch.optim.AdamW(model.parameters(), weight_decay=1e-4)
-        # Warm-up then cosine decay; the schedule sets the learning rate at every step.
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
         target = torch.zeros(batch_size, dtype=torch.long, device=device)  # candidate 0 is the true caption
 
-        losses: list[float] = []
+        def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
+            tokens, lengths = candidate_captions(train, batch, generator)  # (B, 4, L), (B, 4)
+            logits = model(train.images[batch].to(device), tokens.to(device), lengths.to(device))  # (B, 4)
+            return F.cross_entropy(logits, target)
+
         start = time.perf_counter()
         model.train()
-        with tqdm(total=total_steps, disable=not progress, desc="patch attention") as bar:
-            for _ in range(epochs):
-                order = torch.randperm(len(train), generator=generator)
-                for step in range(steps_per_epoch):
-                    batch = order[step * batch_size : (step + 1) * batch_size]  # (B,)
-                    tokens, lengths = candidate_captions(train, batch, generator)  # (B, 4, L), (B, 4)
-                    logits = model(train.images[batch].to(device), tokens.to(device), lengths.to(device))  # (B, 4)
-                    loss = F.cross_entropy(logits, target)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    losses.append(loss.item())
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-                    bar.update()
+        losses = train_one_cycle(
+            model.parameters(),
+            len(train),
+            loss_of_batch,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=generator,
+            description="patch attention",
+            progress=progress,
+        )
         seconds = time.perf_counter() - start
         model.eval()
         return {

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xmodal_ref.contrastive import LearnableLogitScale, clip_loss, modality_gap, recall_at_k
 from xmodal_ref.data import ShapesCaptions, shapes_splits
 from xmodal_ref.device import default_device, seed_everything
+from xmodal_ref.training import train_one_cycle
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -166,28 +166,23 @@ def train_mini_clip(
 
     model = MiniClip(len(train.vocab), image_size=train.images.shape[-1]).to(device)
     initial = embed(model, test, device)  # (image (N, D), text (N, D)) before training
-    steps_per_epoch = len(train) // batch_size  # the ragged last batch is dropped
-    total_steps = epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), weight_decay=1e-4)
-    # Warm-up then cosine decay; the schedule sets the learning rate at every step.
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
 
-    losses: list[float] = []
+    def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
+        batch = batch.to(device)  # (B,)
+        return loss_fn(*model(images[batch], tokens[batch], lengths[batch]))
+
     start = time.perf_counter()
     model.train()
-    with tqdm(total=total_steps, disable=not progress, desc="mini-CLIP") as bar:
-        for _ in range(epochs):
-            order = torch.randperm(len(train), generator=generator).to(device)
-            for step in range(steps_per_epoch):
-                batch = order[step * batch_size : (step + 1) * batch_size]  # (B,)
-                loss = loss_fn(*model(images[batch], tokens[batch], lengths[batch]))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-                bar.update()
+    losses = train_one_cycle(
+        model.parameters(),
+        len(train),
+        loss_of_batch,
+        epochs=epochs,
+        batch_size=batch_size,
+        generator=generator,
+        description="mini-CLIP",
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
 
     return {
