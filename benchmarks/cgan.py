@@ -1,4 +1,4 @@
-"""Chapter 04 recipe: the conditional GAN, judged by a separately trained attribute classifier, two seeds."""
+"""Chapter 04 recipe: the conditional GAN, judged by a separately trained attribute classifier, three seeds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shared one-cycle training loop: batching, step numbering, the schedule and the optimisation itself."""
+"""The shared one-cycle training loop: batching, the fraction of training done, the optimisation itself."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from xmodal_ref.training import train_one_cycle
 
 def test_each_epoch_is_one_permutation_cut_into_full_batches() -> None:
     parameter = nn.Parameter(torch.zeros(()))
-    seen: list[tuple[torch.Tensor, int]] = []
+    seen: list[tuple[torch.Tensor, float]] = []
 
-    def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
-        seen.append((batch.clone(), step))
+    def loss_of_batch(batch: torch.Tensor, done: float) -> torch.Tensor:
+        seen.append((batch.clone(), done))
         return parameter**2
 
     losses = train_one_cycle(
@@ -25,7 +25,7 @@ def test_each_epoch_is_one_permutation_cut_into_full_batches() -> None:
         generator=torch.Generator().manual_seed(0),
         progress=False,
     )
-    assert [step for _, step in seen] == [0, 1, 2, 3]  # ⌊10 / 4⌋ = 2 steps per epoch, numbered across epochs
+    assert [done for _, done in seen] == [0.0, 0.25, 0.5, 0.75]  # ⌊10 / 4⌋ = 2 steps per epoch, 4 in all
     assert len(losses) == 4
     assert all(batch.shape == (4,) and batch.dtype == torch.int64 for batch, _ in seen)
     for epoch in range(2):
@@ -44,7 +44,7 @@ def test_it_fits_a_least_squares_problem_and_is_deterministic() -> None:
         torch.manual_seed(0)
         model = nn.Linear(3, 1)
 
-        def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
+        def loss_of_batch(batch: torch.Tensor, done: float) -> torch.Tensor:
             return (model(x[batch]).squeeze(-1) - y[batch]).pow(2).mean()
 
         losses = train_one_cycle(

@@ -25,7 +25,6 @@ import math
 import time
 from collections.abc import Callable
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,7 @@ from xmodal_ref.contrastive import clip_loss
 from xmodal_ref.data import shapes_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.mini_clip import MiniClip, embed, retrieval_metrics
-from xmodal_ref.plots import plot_embeddings_2d
+from xmodal_ref.plots import closed_subplots, plot_embeddings_2d
 from xmodal_ref.training import train_one_cycle
 
 EMBED_DIM = 64
@@ -171,7 +170,6 @@ def train_adversarial_alignment(
         model = MiniClip(len(train.vocab), embed_dim=EMBED_DIM, image_size=train.images.shape[-1]).to(device)
         discriminator = ModalityDiscriminator(EMBED_DIM).to(device)
         initial = embed(model, test, device)  # (image (N, D), text (N, D)) before training
-        total_steps = epochs * (len(train) // batch_size)
         history: dict[str, list[float]] = {
             "clip_loss": [],
             "discriminator_loss": [],
@@ -179,8 +177,8 @@ def train_adversarial_alignment(
             "lambda": [],
         }
 
-        def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
-            lambd = ganin_lambda(step / total_steps) if adversarial else 0.0
+        def loss_of_batch(batch: torch.Tensor, done: float) -> torch.Tensor:
+            lambd = ganin_lambda(done) if adversarial else 0.0
             batch = batch.to(device)  # (B,)
             image_features, text_features, logit_scale = model(images[batch], tokens[batch], lengths[batch])
             task_loss = clip_loss(image_features, text_features, logit_scale)
@@ -280,8 +278,7 @@ def plot_modalities(with_result: dict, without_result: dict, pairs: int = 8) -> 
         ("CLIP loss only", without_result["image_embeddings"], without_result["text_embeddings"]),
         ("CLIP loss + GRL adversary", with_result["image_embeddings"], with_result["text_embeddings"]),
     )
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 5.5), layout="constrained")
-    plt.close(fig)
+    fig, axes = closed_subplots(1, len(panels), figsize=(16, 5.5))
     for ax, (name, image_embeddings, text_embeddings) in zip(axes, panels, strict=True):
         plot_embeddings_2d(image_embeddings, text_embeddings, pairs, ax=ax)
         ax.set_title(f"{name}\n{ax.get_title()}", fontsize=10)
@@ -295,8 +292,7 @@ def plot_discriminator_game(with_result: dict, without_result: dict) -> Figure:
     separates the modalities; with it, the encoders drag its accuracy to chance and often below:
     they overshoot, and a discriminator that is confidently wrong still tells the modalities apart.
     """
-    fig, (game, weight) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    plt.close(fig)
+    fig, (game, weight) = closed_subplots(1, 2, figsize=(11, 3.8))
     for name, result in (("CLIP loss only", without_result), ("CLIP loss + GRL adversary", with_result)):
         values = np.asarray(result["history"]["discriminator_accuracy"])  # (T,)
         window = max(1, len(values) // 20)

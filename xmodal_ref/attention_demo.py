@@ -15,7 +15,6 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -25,6 +24,7 @@ from xmodal_ref.attention import CrossModalBlock
 from xmodal_ref.data import COLOURS, MAX_TOKENS, POSITIONS, SHAPES, VOCAB, ShapesCaptions, shapes_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.mini_clip import strided_conv_stem
+from xmodal_ref.plots import closed_subplots
 from xmodal_ref.sentiment import masked_mean
 from xmodal_ref.training import train_one_cycle
 
@@ -196,7 +196,7 @@ def train_patch_attention_model(
         initial_quadrant_mass = quadrant_attention_mass(model, test)
         target = torch.zeros(batch_size, dtype=torch.long, device=device)  # candidate 0 is the true caption
 
-        def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
+        def loss_of_batch(batch: torch.Tensor, done: float) -> torch.Tensor:
             tokens, lengths = candidate_captions(train, batch, generator)  # (B, 4, L), (B, 4)
             logits = model(train.images[batch].to(device), tokens.to(device), lengths.to(device))  # (B, 4)
             return F.cross_entropy(logits, target)
@@ -323,8 +323,7 @@ def plot_attention_maps(image: torch.Tensor, tokens: Sequence[str], maps: torch.
     side = picture.shape[0]
     heat = maps.detach().cpu().float().numpy()  # (L, grid, grid)
     rows = -(-(len(tokens) + 1) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows), layout="constrained", squeeze=False)
-    plt.close(fig)
+    fig, axes = closed_subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows), squeeze=False)
     axes = axes.ravel()
     axes[0].imshow(picture)
     axes[0].set_title("image", fontsize=9)

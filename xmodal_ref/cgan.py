@@ -19,10 +19,8 @@ with real renders of it (a ratio well below 1 is partial mode collapse, 模式�
 from __future__ import annotations
 
 import itertools
-import math
 import time
 
-import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -32,6 +30,8 @@ from tqdm.auto import tqdm
 from xmodal_ref.data import COLOURS, POSITIONS, SHAPES, ShapesCaptions, shapes_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.mini_clip import ImageEncoder
+from xmodal_ref.plots import closed_subplots
+from xmodal_ref.training import train_one_cycle
 
 #: Attribute names and their vocabularies, in the column order of ``ShapesCaptions.attributes``.
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "shape": SHAPES, "position": POSITIONS}
@@ -75,10 +75,11 @@ class AttributeClassifier(nn.Module):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """The most likely value of every attribute: (N, 3) int64, on the images' device."""
+        """The most likely value of every attribute: (N, 3) int64, on the images' device (any device)."""
         self.eval()
-        logits = torch.cat([self(chunk) for chunk in images.split(batch_size)])  # (N, Σ sizes)
-        return torch.stack([block.argmax(-1) for block in split_logits(logits)], dim=-1)
+        device = next(self.parameters()).device
+        logits = torch.cat([self(chunk.to(device)) for chunk in images.split(batch_size)])  # (N, Σ sizes)
+        return torch.stack([block.argmax(-1) for block in split_logits(logits)], dim=-1).to(images.device)
 
 
 def per_attribute_accuracy(predicted: torch.Tensor, attributes: torch.Tensor) -> dict[str, float]:
@@ -102,19 +103,22 @@ def train_attribute_classifier(
         train, test = splits["train"], splits["test"]
         images, attributes = train.images.to(device), train.attributes.to(device)
         classifier = AttributeClassifier(train.images.shape[-1]).to(device)
-        optimizer = torch.optim.AdamW(classifier.parameters(), weight_decay=1e-4)
-        total_steps = epochs * math.ceil(len(train) / batch_size)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=total_steps)
+
+        def loss_of_batch(batch: torch.Tensor, done: float) -> torch.Tensor:
+            batch = batch.to(device)  # (B,)
+            return attribute_cross_entropy(classifier(images[batch]), attributes[batch])
+
         classifier.train()
-        for _ in range(epochs):
-            for batch in torch.randperm(len(train), generator=generator).to(device).split(batch_size):  # (B,)
-                loss = attribute_cross_entropy(classifier(images[batch]), attributes[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-        predicted = classifier.predict(test.images.to(device)).cpu()
-        classifier.held_out_accuracy = per_attribute_accuracy(predicted, test.attributes)
+        train_one_cycle(
+            classifier.parameters(),
+            len(train),
+            loss_of_batch,
+            epochs=epochs,
+            batch_size=batch_size,
+            generator=generator,
+            progress=False,
+        )
+        classifier.held_out_accuracy = per_attribute_accuracy(classifier.predict(test.images), test.attributes)
     return classifier
 
 
@@ -205,9 +209,8 @@ def attribute_accuracy(
 ) -> dict[str, float]:
     """The judge's accuracy on ``samples_per_condition`` generated images for each of the 96 conditions."""
     conditions = all_conditions().repeat_interleave(samples_per_condition, dim=0)  # (96·k, 3)
-    images = generator.sample(conditions, torch.Generator().manual_seed(seed))
-    device = next(classifier.parameters()).device
-    return per_attribute_accuracy(classifier.predict(images.to(device)).cpu(), conditions)
+    images = generator.sample(conditions, torch.Generator().manual_seed(seed)).cpu()
+    return per_attribute_accuracy(classifier.predict(images), conditions)
 
 
 def mean_pairwise_distance(images: torch.Tensor) -> float:
@@ -339,13 +342,9 @@ def plot_samples_grid(
     images = generator.sample(conditions, torch.Generator().manual_seed(seed)).cpu()  # (C·S·k, 3, 32, 32)
     wrong = torch.zeros(len(conditions), dtype=torch.bool)
     if classifier is not None:
-        device = next(classifier.parameters()).device
-        wrong = (classifier.predict(images.to(device)).cpu() != conditions).any(dim=-1)
+        wrong = (classifier.predict(images) != conditions).any(dim=-1)
 
-    fig, axes = plt.subplots(
-        n_colours, n_shapes * k, figsize=(0.7 * n_shapes * k, 0.8 * n_colours), squeeze=False, layout="constrained"
-    )
-    plt.close(fig)  # returned, not auto-shown: the caller displays it
+    fig, axes = closed_subplots(n_colours, n_shapes * k, figsize=(0.7 * n_shapes * k, 0.8 * n_colours), squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.imshow(images[index].permute(1, 2, 0).numpy())
         ax.set_xticks([])
@@ -365,8 +364,7 @@ def plot_samples_grid(
 def plot_accuracy_curve(results: dict) -> Figure:
     """The judge's accuracy on generated images against training time, per attribute and for all three."""
     curve = results["curve"]
-    fig, ax = plt.subplots(figsize=(6, 3.2), layout="constrained")
-    plt.close(fig)  # returned, not auto-shown: the caller displays it
+    fig, ax = closed_subplots(figsize=(6, 3.2))
     seconds = [point["seconds"] for point in curve]
     for key in ATTRIBUTES:
         ax.plot(seconds, [100 * point[key] for point in curve], marker="o", label=key)

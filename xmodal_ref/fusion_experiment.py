@@ -42,7 +42,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -53,6 +52,7 @@ from tqdm.auto import tqdm
 from xmodal_ref.data import SentimentFeatures, corpus_features, sentiment_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
 from xmodal_ref.fusion import GatedMultimodalUnit, LowRankFusion, modality_dropout, tensor_fusion
+from xmodal_ref.plots import closed_subplots
 from xmodal_ref.sentiment import masked_mean, msa_metrics
 from xmodal_ref.sentiment_model import FeatureScaler, RegressionHead
 
@@ -390,10 +390,7 @@ def plot_fusion_comparison(result: dict) -> Figure:
     regimes = sorted({row["dropout_p"] for row in result["rows"]})
     percent = {(row["fusion"], row["dropout_p"], key): row[key] for row in result["rows"] for key in bars.values()}
     lowest = min(100 * value for value in percent.values() if value is not None)
-    fig, axes = plt.subplots(
-        1, len(regimes), figsize=(6 * len(regimes), 4.2), sharey=True, layout="constrained", squeeze=False
-    )
-    plt.close(fig)
+    fig, axes = closed_subplots(1, len(regimes), figsize=(6 * len(regimes), 4.2), sharey=True, squeeze=False)
     width = 0.8 / len(bars)
     x = np.arange(len(fusions))
     for ax, p in zip(axes[0], regimes, strict=True):

@@ -167,7 +167,7 @@ def train_mini_clip(
     model = MiniClip(len(train.vocab), image_size=train.images.shape[-1]).to(device)
     initial = embed(model, test, device)  # (image (N, D), text (N, D)) before training
 
-    def loss_of_batch(batch: torch.Tensor, step: int) -> torch.Tensor:
+    def loss_of_batch(batch: torch.Tensor, done: float) -> torch.Tensor:
         batch = batch.to(device)  # (B,)
         return loss_fn(*model(images[batch], tokens[batch], lengths[batch]))
 

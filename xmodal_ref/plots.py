@@ -1,4 +1,5 @@
-"""Matplotlib helpers for the contrastive chapter: training curve, similarity matrix, modality gap.
+"""Matplotlib helpers: the figure factory every plot of the package uses, and the contrastive chapter's
+training curve, similarity matrix and modality-gap plots.
 
 Each helper returns a ``matplotlib.figure.Figure`` and never calls ``plt.show()``. The figure is
 closed in pyplot before it is returned, so a notebook shows it once, when it is the cell's value
@@ -8,6 +9,7 @@ closed in pyplot before it is returned, so a notebook shows it once, when it is 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,11 +19,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 
-def _figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
-    """One-axes figure, already closed in pyplot so that the inline backend never auto-shows it."""
-    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+def closed_subplots(*grid: int, **kwargs: Any) -> tuple[Figure, Any]:
+    """``plt.subplots(*grid, layout="constrained", **kwargs)``, closed in pyplot before it is returned.
+
+    Every plotting helper of the package builds its figure here, so the inline backend never shows
+    a figure by itself: a notebook shows it once, as a cell's value or through ``display``.
+    """
+    fig, axes = plt.subplots(*grid, layout="constrained", **kwargs)
     plt.close(fig)
-    return fig, ax
+    return fig, axes
 
 
 def plot_training_curve(losses: Sequence[float], title: str = "Training loss") -> Figure:
@@ -31,7 +37,7 @@ def plot_training_curve(losses: Sequence[float], title: str = "Training loss") -
     cumulative = np.cumsum(np.insert(values, 0, 0.0))  # (T + 1,)
     smoothed = (cumulative[window:] - cumulative[:-window]) / window  # (T - window + 1,)
 
-    fig, ax = _figure((6, 3.5))
+    fig, ax = closed_subplots(figsize=(6, 3.5))
     ax.plot(values, alpha=0.3, linewidth=1, label="per step")
     ax.plot(np.arange(window - 1, len(values)), smoothed, linewidth=2, label=f"mean of {window}")
     ax.set(xlabel="step", ylabel="loss", title=title)
@@ -53,7 +59,7 @@ def plot_similarity(
     block = similarity[:max_items, :max_items].detach().cpu().float().numpy()  # (q, g)
     q, g = block.shape
 
-    fig, ax = _figure((5, 4.5) if captions is None else (7, 6))
+    fig, ax = closed_subplots(figsize=(5, 4.5) if captions is None else (7, 6))
     image = ax.imshow(block, cmap="viridis")
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_yticks(range(q))
@@ -90,7 +96,7 @@ def plot_embeddings_2d(
     points = (centred @ right[:2].T).numpy()  # (N + M, 2)
     image_points, text_points = points[: len(images)], points[len(images) :]
 
-    fig, ax = _figure((6, 5.5)) if ax is None else (ax.figure, ax)
+    fig, ax = closed_subplots(figsize=(6, 5.5)) if ax is None else (ax.figure, ax)
     modalities = (("image", image_points, "tab:blue"), ("text", text_points, "tab:orange"))
     for name, xy, colour in modalities:
         ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.4, color=colour, label=f"{name} embeddings")

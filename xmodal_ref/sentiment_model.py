@@ -28,7 +28,6 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from xmodal_ref.data import SentimentFeatures, corpus_features, sentiment_splits
 from xmodal_ref.device import default_device, one_thread, seed_everything
+from xmodal_ref.plots import closed_subplots
 from xmodal_ref.sentiment import SequenceEncoder, masked_mean, msa_metrics, uncertainty_weighted_loss
 
 TEXT_ONLY, AUDIO_ONLY, LATE_FUSION = "text-only", "audio-only", "late fusion"
@@ -499,8 +499,7 @@ def plot_training_curves(result: dict) -> Figure:
     trained = {name: run["curves"] for name, run in result["variants"].items() if run["curves"]}
     columns = 3
     rows = -(-(len(trained) + 1) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), layout="constrained", squeeze=False)
-    plt.close(fig)
+    fig, axes = closed_subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     axes = axes.ravel()
     for ax, (name, curves) in zip(axes, trained.items(), strict=False):
         epochs = np.arange(1, len(curves["train_loss"]) + 1)
@@ -550,8 +549,7 @@ def plot_confusion_matrices(result: dict, split: str = "test", classes: int = 7)
     variants = result["variants"]
     columns = min(3, len(variants))
     rows = -(-len(variants) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.8 * rows), layout="constrained", squeeze=False)
-    plt.close(fig)
+    fig, axes = closed_subplots(rows, columns, figsize=(4 * columns, 3.8 * rows), squeeze=False)
     axes = axes.ravel()
     truth = to_class(labels[keep])  # (n,)
     for ax, (name, run) in zip(axes, variants.items(), strict=False):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from xmodal_ref.alignment import dtw
+from xmodal_ref.plots import closed_subplots
 
 BLANK = 0  # class 0 is silence, which is also the CTC blank
 
@@ -258,8 +259,7 @@ def plot_dtw_alignment(utterance: Utterance, path: Sequence[tuple[int, int]]) ->
     costs = torch.cdist(utterance.frames, template).T.numpy()  # (L, T)
     frames, elements = zip(*path, strict=True)
 
-    fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
-    plt.close(fig)
+    fig, ax = closed_subplots(figsize=(9, 3.2))
     image = ax.imshow(costs, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
     fig.colorbar(image, ax=ax, label="frame cost ‖x − template‖")
     for j, (start, end) in enumerate(utterance.segments.tolist()):
@@ -281,8 +281,7 @@ def plot_ctc_posteriors(log_probs: torch.Tensor, posteriors: torch.Tensor, targe
     bottom one is where the path is, given the whole utterance and its transcript.
     """
     classes = log_probs.shape[1]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
-    plt.close(fig)
+    fig, (top, bottom) = closed_subplots(2, 1, figsize=(9, 5.5), sharex=True)
     panels = (
         (top, log_probs.detach().exp(), _state_names(torch.arange(classes)), "class", "Frame posteriors y_t(c)"),
         (bottom, posteriors.detach(), _state_names(extended_labels(targets)), "state", "CTC occupancy γ_t(s)"),

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 def train_one_cycle(
     parameters: Iterable[nn.Parameter],
     n_items: int,
-    loss_of_batch: Callable[[torch.Tensor, int], torch.Tensor],
+    loss_of_batch: Callable[[torch.Tensor, float], torch.Tensor],
     *,
     epochs: int,
     batch_size: int,
@@ -21,12 +21,12 @@ def train_one_cycle(
     description: str = "training",
     progress: bool = True,
 ) -> list[float]:
-    """Minimise ``loss_of_batch(batch, step)`` for ``epochs`` shuffled passes; return every step's loss.
+    """Minimise ``loss_of_batch(batch, done)`` for ``epochs`` shuffled passes; return every step's loss.
 
     Each epoch draws one permutation of range(``n_items``) from ``generator`` and cuts it into
     ⌊n_items / batch_size⌋ batches of indices, (B,) int64 on the CPU; the ragged last batch is
-    dropped. ``step`` counts from 0 across epochs, so a schedule can read progress as
-    step / (epochs · steps per epoch). The optimiser is AdamW (weight decay 1e-4) under
+    dropped. ``done`` is the fraction of all steps taken before this one, step / total steps, in
+    [0, 1): what a schedule such as a loss weight's ramp reads. The optimiser is AdamW (weight decay 1e-4) under
     ``OneCycleLR`` (warm-up, then cosine decay to near zero), which sets the learning rate at every
     step. ``loss_of_batch`` may consume ``generator`` too: its draws come after the epoch's permutation.
     """
@@ -40,7 +40,7 @@ def train_one_cycle(
             order = torch.randperm(n_items, generator=generator)  # (n_items,)
             for step in range(steps_per_epoch):
                 batch = order[step * batch_size : (step + 1) * batch_size]  # (B,)
-                loss = loss_of_batch(batch, epoch * steps_per_epoch + step)
+                loss = loss_of_batch(batch, (epoch * steps_per_epoch + step) / total_steps)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
