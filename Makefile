@@ -30,7 +30,7 @@ grade: $(STAMP)
 	$(BIN)/pytest -q tests/test_grading.py
 
 solutions: $(STAMP)
-	$(BIN)/python -m xmodal_ref.authoring
+	$(BIN)/python -m xmodal_ref.grading.authoring
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

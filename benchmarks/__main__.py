@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import sys
 
-from . import adversarial_alignment, cgan, cross_attention, fusion, grading_latency, losses, mini_clip, sentiment
+from . import (
+    adversarial_alignment,
+    bank_figures,
+    cgan,
+    cross_attention,
+    fusion,
+    grading_latency,
+    losses,
+    mini_clip,
+    sentiment,
+)
 
 BENCHMARKS = {
     "adversarial": adversarial_alignment.main,
+    "bank_figures": bank_figures.main,
     "cgan": cgan.main,
     "cross_attention": cross_attention.main,
     "fusion": fusion.main,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xmodal_ref.adversarial_alignment import train_adversarial_alignment
+from xmodal_ref.alignment.adversarial import train_adversarial_alignment
 
 from . import print_table
 

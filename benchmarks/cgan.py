@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from xmodal_ref.cgan import ATTRIBUTES, sample_diversity, train_attribute_classifier, train_conditional_gan
+from xmodal_ref.alignment.cgan import ATTRIBUTES, sample_diversity, train_attribute_classifier, train_conditional_gan
 from xmodal_ref.data import shapes_splits
 
 from . import print_table

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from xmodal_ref.attention import scaled_dot_product_attention
-from xmodal_ref.device import one_thread
+from xmodal_ref.common.device import one_thread
 
 from . import peak_rss_mib, print_table, run_in_fresh_process
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 
-from xmodal_ref.fusion_experiment import format_fusion_table, run_fusion_comparison
+from xmodal_ref.fusion.experiment import format_fusion_table, run_fusion_comparison
 
 from . import print_table
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from xmodal_ref.authoring import ROOT
+from xmodal_ref.grading.authoring import ROOT
 from xmodal_ref.grading.registry import EXERCISES
 
 from . import print_table

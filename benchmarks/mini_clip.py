@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xmodal_ref.mini_clip import train_mini_clip
+from xmodal_ref.contrastive.mini_clip import train_mini_clip
 
 from . import print_table
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xmodal_ref.sentiment_model import format_results_table, train
+from xmodal_ref.sentiment.model import format_results_table, train
 
 
 def main() -> None:

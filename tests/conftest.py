@@ -9,9 +9,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from xmodal_ref.grading.registry import CHAPTERS, EXERCISES
 from xmodal_ref.grading.verdict import Status, Verdict
+
+settings.register_profile("xmodal", max_examples=40, deadline=None)
+settings.load_profile("xmodal")
 
 VERDICTS = pytest.StashKey[dict[str, Verdict]]()
 

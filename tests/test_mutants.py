@@ -1,16 +1,23 @@
 """Every check rejects realistic wrong solutions, naming the mistake, and accepts correct ones
-written in other styles (loops, einsum, other stable formulas)."""
+written in other styles (loops, einsum, other stable formulas).
+
+Each chapter's ``tests/<chapter>/mutants.py`` defines
+``MUTANTS: dict[id, list[(solution, words the verdict must contain)]]`` and ``CORRECT: dict[id, list[solution]]``,
+written the way a learner would write them, independently of the checks' own models of known mistakes.
+"""
 
 from __future__ import annotations
 
-import pytest
-from mutants import alignment, attention, contrastive, fusion, sentiment, start
+import importlib
 
-from xmodal_ref.grading.registry import EXERCISES
+import pytest
+
+from xmodal_ref.grading.registry import CHAPTERS, EXERCISES
 from xmodal_ref.grading.runner import grade_object
 from xmodal_ref.grading.verdict import Status
 
-CHAPTER_MODULES = (start, fusion, attention, contrastive, alignment, sentiment)
+#: ``tests/<chapter>/mutants.py`` for every chapter: ``MUTANTS`` and ``CORRECT`` (see its docstring).
+CHAPTER_MODULES = [importlib.import_module(f"tests.{chapter}.mutants") for chapter in CHAPTERS]
 MUTANTS = {k: v for module in CHAPTER_MODULES for k, v in module.MUTANTS.items()}
 CORRECT = {k: v for module in CHAPTER_MODULES for k, v in module.CORRECT.items()}
 

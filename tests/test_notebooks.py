@@ -5,8 +5,9 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from xmodal_ref.authoring import (
+from xmodal_ref.grading.authoring import (
     ROOT,
+    WIDGET_VIEW,
     chapter_notebooks,
     exercise_of_cell,
     solution_notebook,
@@ -22,8 +23,24 @@ def read(folder: str, name: str):
     return nbformat.read(ROOT / folder / name, as_version=4)
 
 
-def cell_view(notebook) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(c.cell_type, c.source, tuple(c.metadata.get("tags", []))) for c in notebook.cells]
+def cell_view(notebook) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """What starter and solution share: each cell's id, type, source and tags."""
+    return [(c.get("id", ""), c.cell_type, c.source, tuple(c.metadata.get("tags", []))) for c in notebook.cells]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_cells_have_stable_unique_ids(name: str) -> None:
+    ids = [cell.get("id") for cell in read("notebooks", name).cells]
+    assert all(ids) and len(set(ids)) == len(ids), f"{name}: every cell needs its own id (nbformat ≥ 4.5)"
+    assert [cell.get("id") for cell in read("solutions", name).cells] == ids, f"{name}: solution cell ids drifted"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_solutions_keep_no_live_widget_views(name: str) -> None:
+    """A widget view has a random id and no saved state: it would change on every regeneration."""
+    for cell in read("solutions", name).cells:
+        for output in cell.get("outputs", []):
+            assert WIDGET_VIEW not in output.get("data", {}), f"{name}: run `make solutions`"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -1,8 +1,15 @@
-"""The question banks follow the format in questions/README.md, and every link resolves."""
+"""The question banks follow the format in questions/README.md, both editions stay in sync, and every link resolves.
+
+Every bank has an English edition (``questions/NN_chapter.md``) and a Chinese one (``questions/zh/NN_chapter.md``).
+The two share ids, levels, sources, references, numbers, code and table shapes, so a figure changed in one
+edition and not the other, a dropped question or reference, or a paragraph left untranslated fails here.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,27 +18,251 @@ from xmodal_ref.grading.registry import CHAPTERS, EXERCISES
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "questions"
+ZH = QUESTIONS / "zh"
 BANKS = sorted(QUESTIONS.glob("[0-9][0-9]_*.md"))
-HEADING = re.compile(r"^## (Q(\d\d)\.(\d\d)) · (.+?) · (.+)$", re.MULTILINE)
-CJK = re.compile(r"[\u4e00-\u9fff]")
-REFERENCE_ID = re.compile(r"arXiv:\d{4}\.\d{4,5}|doi:\S+|https://\S+")
+CJK = re.compile(r"[\u3400-\u9fff]")
+LATIN = re.compile(r"[A-Za-z]")
+REFERENCE_ID = re.compile(r"arXiv:\d{4}\.\d{4,5}|doi:\S+|https://[^\s)>]+")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-PRACTICE = re.compile(r"^\*\*Practice · 练习:\*\* `([\w.]+)` in \[[^\]]+\]\(([^)]+)\)$", re.MULTILINE)
+FENCED = re.compile(r"^```.*?^```[ \t]*$", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`[^`\n]+`")
 COMPANIES = re.compile(
     r"阿里|百度|腾讯|字节|拼多多|美团|华为|京东|快手|Alibaba|Baidu|Tencent|ByteDance|Pinduoduo|Meituan|Huawei",
 )
+#: A Chinese paragraph must have at least this share of CJK characters among its CJK characters and Latin
+#: letters (code, link targets and parenthesised English removed). The real Chinese banks clear it by a wide
+#: margin and an English paragraph, Chinese terms in brackets and all, falls far below it (both proven below).
+MIN_CJK_SHARE = 0.3
+#: Paragraphs with fewer Latin letters than this (a formula line, a short list item) are not judged.
+MIN_LATIN_TO_JUDGE = 30
 
 
-def questions(bank: Path) -> list[tuple[re.Match, str]]:
-    text = bank.read_text(encoding="utf-8")
+@dataclass(frozen=True)
+class Edition:
+    """The labels one edition uses around a question; the titles' order in its headings."""
+
+    lang: str
+    level: str
+    source: str
+    question: str
+    summary: str
+    followups: str
+    pitfalls: str
+    references: str
+    practice: re.Pattern[str]
+    chinese_title_first: bool
+
+
+EN = Edition(
+    "en",
+    level="Level:",
+    source="Source:",
+    question="Question.",
+    summary="Answer · 答案",
+    followups="Follow-ups · 追问",
+    pitfalls="Pitfalls · 常见误区",
+    references="References · 参考文献",
+    practice=re.compile(r"^\*\*Practice · 练习:\*\* `([\w.]+)` in \[[^\]]+\]\(([^)]+)\)$", re.MULTILINE),
+    chinese_title_first=False,
+)
+ZH_EDITION = Edition(
+    "zh",
+    level="难度 · Level:",
+    source="来源 · Source:",
+    question="问题 · Question.",
+    summary="答案 · Answer",
+    followups="追问 · Follow-ups",
+    pitfalls="常见误区 · Pitfalls",
+    references="参考文献 · References",
+    practice=re.compile(r"^\*\*练习 · Practice:\*\* `([\w.]+)`，见 \[[^\]]+\]\(([^)]+)\)$", re.MULTILINE),
+    chinese_title_first=True,
+)
+HEADING = re.compile(r"^## (Q(\d\d)\.(\d\d)) · (.+?) · (.+)$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question section of a bank, parsed."""
+
+    id: str
+    english_title: str
+    chinese_title: str
+    body: str  # everything below the heading, up to the next heading
+    level: str | None
+    source: str | None
+    answer: str | None
+    followups: list[str]
+    pitfalls: list[str]
+    references: list[str]
+    practice: list[tuple[str, str]]
+
+
+def parse(text: str, edition: Edition) -> list[Question]:
+    """The questions of a bank in order."""
     headings = list(HEADING.finditer(text))
     ends = [h.start() for h in headings[1:]] + [len(text)]
-    return [(h, text[h.end() : end]) for h, end in zip(headings, ends, strict=True)]
+    found = []
+    for heading, end in zip(headings, ends, strict=True):
+        body = text[heading.end() : end]
+        first, second = heading.group(4), heading.group(5)
+        english, chinese = (second, first) if edition.chinese_title_first else (first, second)
+        answer = re.search(
+            rf"<details>\n<summary>{re.escape(edition.summary)}</summary>\n(.+?)\n</details>", body, re.DOTALL
+        )
+        found.append(
+            Question(
+                id=heading.group(1),
+                english_title=english,
+                chinese_title=chinese,
+                body=body,
+                level=_field(body, edition.level),
+                source=_field(body, edition.source),
+                answer=answer.group(1) if answer else None,
+                followups=_items(body, edition.followups),
+                pitfalls=_items(body, edition.pitfalls),
+                references=_items(body, edition.references),
+                practice=edition.practice.findall(body),
+            )
+        )
+    return found
 
 
-def section_items(body: str, title: str) -> list[str]:
+def _field(body: str, label: str) -> str | None:
+    match = re.search(rf"^- \*\*{re.escape(label)}\*\* (.+)$", body, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+def _items(body: str, title: str) -> list[str]:
     match = re.search(rf"^\*\*{re.escape(title)}\*\*\n((?:- .+\n?)+)", body, re.MULTILINE)
     return [line[2:] for line in match.group(1).splitlines()] if match else []
+
+
+# ----------------------------------------------------------------------------- what must agree
+
+
+def numbers(text: str) -> Counter[str]:
+    """Every number written in digits; a thousands separator (32,768) does not split a number."""
+    return Counter(re.findall(r"\d+(?:\.\d+)?", re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)))
+
+
+def code_blocks(text: str) -> list[str]:
+    return FENCED.findall(text)
+
+
+def inline_code(text: str) -> Counter[str]:
+    return Counter(INLINE_CODE.findall(FENCED.sub("", text)))
+
+
+def table_shapes(text: str) -> list[tuple[int, ...]]:
+    """For each table, the number of cells in each of its rows."""
+    tables: list[list[int]] = []
+    previous_was_row = False
+    for line in FENCED.sub("", text).splitlines():
+        is_row = line.startswith("|")
+        if is_row:
+            if not previous_was_row:
+                tables.append([])
+            tables[-1].append(line.strip().strip("|").count("|") + 1)
+        previous_was_row = is_row
+    return [tuple(rows) for rows in tables]
+
+
+def source_ids(text: str) -> set[str]:
+    return set(REFERENCE_ID.findall(text))
+
+
+def prose_blocks(body: str) -> list[str]:
+    """Paragraphs and list items of a question, without code, tables, headings, references or practice."""
+    references = re.search(
+        r"^\*\*(?:References · 参考文献|参考文献 · References)\*\*\n(?:- .+\n?)+", body, re.MULTILINE
+    )
+    if references:
+        body = body[: references.start()] + body[references.end() :]
+    blocks = []
+    for paragraph in re.split(r"\n\s*\n", FENCED.sub("", body)):
+        lines = [
+            line for line in paragraph.splitlines() if not line.startswith(("|", "<", "**Practice", "**练习", "- **"))
+        ]
+        current: list[str] = []
+        for line in lines:
+            if re.match(r"^\s*(?:[-*]|\d+\.) ", line) and current:
+                blocks.append(" ".join(current))
+                current = []
+            current.append(line)
+        if current:
+            blocks.append(" ".join(current))
+    return blocks
+
+
+def cjk_share(text: str) -> tuple[float, int]:
+    """(CJK characters / (CJK + Latin letters), Latin letters) after removing code, links and bracketed English."""
+    text = INLINE_CODE.sub(" ", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = REFERENCE_ID.sub(" ", text)
+    text = re.sub(r"[(（][^()（）\u3400-\u9fff]*[)）]", " ", text)
+    cjk, latin = len(CJK.findall(text)), len(LATIN.findall(text))
+    return (cjk / (cjk + latin) if cjk + latin else 1.0), latin
+
+
+def untranslated(body: str) -> list[str]:
+    """The prose blocks of a Chinese question that are not predominantly Chinese."""
+    flagged = []
+    for block in prose_blocks(body):
+        share, latin = cjk_share(block)
+        if latin >= MIN_LATIN_TO_JUDGE and share < MIN_CJK_SHARE:
+            flagged.append(block)
+    return flagged
+
+
+def sync_problems(english_text: str, chinese_text: str) -> list[str]:
+    """Every way the Chinese edition of a bank has drifted from the English one (empty when in sync)."""
+    english, chinese = parse(english_text, EN), parse(chinese_text, ZH_EDITION)
+    ids_en, ids_zh = [q.id for q in english], [q.id for q in chinese]
+    if ids_en != ids_zh:
+        missing = sorted(set(ids_en) - set(ids_zh))
+        extra = sorted(set(ids_zh) - set(ids_en))
+        return [f"question ids differ: missing in Chinese {missing}, only in Chinese {extra}, or out of order"]
+    problems = []
+    for en, zh in zip(english, chinese, strict=True):
+        checks = [
+            ("titles", (en.english_title, en.chinese_title), (zh.english_title, zh.chinese_title)),
+            ("level", en.level, zh.level),
+            ("source line", en.source, zh.source),
+            ("references", en.references, zh.references),
+            ("arXiv ids, DOIs and links", source_ids(en.body), source_ids(zh.body)),
+            ("numbers", numbers(en.body), numbers(zh.body)),
+            ("code blocks", code_blocks(en.body), code_blocks(zh.body)),
+            ("inline code", inline_code(en.body), inline_code(zh.body)),
+            ("table shapes", table_shapes(en.body), table_shapes(zh.body)),
+            ("number of follow-ups", len(en.followups), len(zh.followups)),
+            ("number of pitfalls", len(en.pitfalls), len(zh.pitfalls)),
+            ("practice exercises", [p[0] for p in en.practice], [p[0] for p in zh.practice]),
+        ]
+        for what, a, b in checks:
+            if a != b:
+                problems.append(f"{en.id}: {what} differ: {_difference(a, b)}")
+        problems += [f"{zh.id}: not translated: {block[:100]}…" for block in untranslated(zh.body)]
+    return problems
+
+
+def _difference(english: object, chinese: object) -> str:
+    if isinstance(english, Counter) and isinstance(chinese, Counter):
+        return f"only in English {dict(english - chinese)}, only in Chinese {dict(chinese - english)}"
+    if isinstance(english, set) and isinstance(chinese, set):
+        return f"only in English {sorted(english - chinese)}, only in Chinese {sorted(chinese - english)}"
+    return f"English {english!r}, Chinese {chinese!r}"[:400]
+
+
+# ----------------------------------------------------------------------------- the tests
+
+
+def answer_size(answer: str, edition: Edition) -> int:
+    """Words in an English answer; in a Chinese one, CJK characters / 2 (about two per word)."""
+    return len(answer.split()) if edition is EN else len(CJK.findall(answer)) // 2
+
+
+def chinese_edition(bank: Path) -> Path:
+    return ZH / bank.name
 
 
 def test_there_is_a_bank_for_every_chapter_but_start() -> None:
@@ -40,38 +271,66 @@ def test_there_is_a_bank_for_every_chapter_but_start() -> None:
 
 
 @pytest.mark.parametrize("bank", BANKS, ids=lambda p: p.name)
-def test_bank_format(bank: Path) -> None:
-    found = questions(bank)
+def test_every_bank_has_a_chinese_edition_linked_both_ways(bank: Path) -> None:
+    zh = chinese_edition(bank)
+    assert zh.exists(), f"{bank.name}: write questions/zh/{bank.name} in the same change"
+    head_en = bank.read_text(encoding="utf-8").split("\n## ", 1)[0]
+    head_zh = zh.read_text(encoding="utf-8").split("\n## ", 1)[0]
+    assert f"](zh/{bank.name})" in head_en, f"{bank.name}: link the Chinese edition at the top"
+    assert f"](../{bank.name})" in head_zh, f"zh/{bank.name}: link the English edition at the top"
+
+
+@pytest.mark.parametrize(
+    ("bank", "edition"),
+    [(bank, EN) for bank in BANKS] + [(chinese_edition(bank), ZH_EDITION) for bank in BANKS],
+    ids=lambda value: f"{value.parent.name}/{value.name}" if isinstance(value, Path) else value.lang,
+)
+def test_bank_format(bank: Path, edition: Edition) -> None:
+    if not bank.exists():
+        pytest.fail(f"missing {bank.relative_to(ROOT)}", pytrace=False)
+    text = bank.read_text(encoding="utf-8")
+    found = parse(text, edition)
     assert len(found) >= 15, f"{bank.name}: at least 15 questions"
     chapter = bank.name[:2]
-    for number, (heading, body) in enumerate(found, start=1):
-        qid = heading.group(1)
-        assert heading.group(2) == chapter and int(heading.group(3)) == number, f"{qid}: ids must count up from 01"
-        assert CJK.search(heading.group(5)), f"{qid}: the second title must be Chinese"
-        assert re.search(r"^- \*\*Level:\*\* [123]$", body, re.MULTILINE), f"{qid}: level 1–3"
-        assert "**Question.**" in body, f"{qid}: question text"
-        answer = re.search(r"<details>\n<summary>Answer · 答案</summary>\n(.+?)\n</details>", body, re.DOTALL)
-        assert answer and len(answer.group(1).split()) >= 40, f"{qid}: an answer of substance inside <details>"
-        assert section_items(body, "Follow-ups · 追问"), f"{qid}: follow-ups"
-        assert section_items(body, "Pitfalls · 常见误区"), f"{qid}: pitfalls"
-        references = section_items(body, "References · 参考文献")
-        assert references, f"{qid}: references"
-        for reference in references:
+    for number, question in enumerate(found, start=1):
+        qid = question.id
+        assert qid == f"Q{chapter}.{number:02d}", f"{qid}: ids must count up from 01"
+        assert CJK.search(question.chinese_title), f"{qid}: the Chinese title must be Chinese"
+        assert question.level in {"1", "2", "3"}, f"{qid}: level 1–3"
+        assert f"**{edition.question}**" in question.body, f"{qid}: question text"
+        assert question.answer and answer_size(question.answer, edition) >= 40, (
+            f"{qid}: an answer of substance inside <details>"
+        )
+        assert question.followups, f"{qid}: follow-ups"
+        assert question.pitfalls, f"{qid}: pitfalls"
+        assert question.references, f"{qid}: references"
+        for reference in question.references:
             assert REFERENCE_ID.search(reference), f"{qid}: reference without arXiv id, DOI or link: {reference}"
-        assert not COMPANIES.search(heading.group(0) + body), f"{qid}: no company names without a public source"
+        assert not COMPANIES.search(question.chinese_title + question.english_title + question.body), (
+            f"{qid}: no company names without a public source"
+        )
+        for exercise_id, target in question.practice:
+            assert exercise_id in EXERCISES, f"{qid}: unknown exercise {exercise_id}"
+            assert Path(target).name == EXERCISES[exercise_id].notebook, f"{exercise_id} lives in another notebook"
 
 
 @pytest.mark.parametrize("bank", BANKS, ids=lambda p: p.name)
-def test_practice_links_name_registered_exercises(bank: Path) -> None:
-    for exercise_id, target in PRACTICE.findall(bank.read_text(encoding="utf-8")):
-        assert exercise_id in EXERCISES, f"unknown exercise {exercise_id}"
-        assert Path(target).name == EXERCISES[exercise_id].notebook, f"{exercise_id} lives in another notebook"
+def test_chinese_edition_is_in_sync(bank: Path) -> None:
+    zh = chinese_edition(bank)
+    if not zh.exists():
+        pytest.fail(f"missing questions/zh/{bank.name}", pytrace=False)
+    problems = sync_problems(bank.read_text(encoding="utf-8"), zh.read_text(encoding="utf-8"))
+    assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("document", [*QUESTIONS.glob("*.md"), ROOT / "README.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "document",
+    [*QUESTIONS.glob("*.md"), *ZH.glob("*.md"), ROOT / "README.md"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_relative_links_resolve(document: Path) -> None:
     for target in LINK.findall(document.read_text(encoding="utf-8")):
         if target.startswith(("http://", "https://", "#", "mailto:")):
             continue
         path = (document.parent / target.split("#", 1)[0]).resolve()
-        assert path.exists(), f"{document.name}: broken link {target}"
+        assert path.exists(), f"{document.relative_to(ROOT)}: broken link {target}"

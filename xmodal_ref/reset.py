@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nbformat
 
-from .authoring import ROOT, chapter_notebooks, starter_notebook
+from .grading.authoring import ROOT, chapter_notebooks, starter_notebook
 
 
 def reset(path: str | Path) -> Path | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .verdict import CheckFailure, NotAttempted
+from .verdict import CheckFailure, NotAttempted, shorten
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def describe(value: Any) -> str:
         return repr(value)
     if isinstance(value, numbers.Real):
         return _num(float(value))
-    return f"{type(value).__name__} {value!r}"[:120]
+    return shorten(f"{type(value).__name__} {value!r}", 120)
 
 
 def _num(x: float | bool) -> str:
@@ -145,12 +145,16 @@ def _named_pairs(reference, case, args, kwargs):
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.detach(), b.detach())
+    """Same shape, dtype and values, where NaN equals NaN (padding may hold NaN on purpose)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = a.detach(), b.detach()
+    return bool(((a == b) | (a.isnan() & b.isnan())).all()) if a.is_floating_point() else torch.equal(a, b)
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return text[0][:300] if text else "(no message)"
+    return shorten(text[0], 300) if text else "(no message)"
 
 
 def _cause_for_exception(err: Exception) -> str | None:
@@ -291,7 +295,11 @@ def diagnose(
     atol: float,
     rtol: float,
 ) -> str | None:
-    """Name the known mistake, or the simple transformation, that explains ``got``."""
+    """Name the known mistake, or the simple transformation, that explains ``got``.
+
+    A catalogued mistake is named as what it is, a match by value ("your result equals what this mistake
+    gives: …"): another slip can give the same number.
+    """
     for mistake in mistakes:
         try:
             candidate = mistake.compute(*clone_args(args), **clone_args(kwargs))
@@ -299,7 +307,7 @@ def diagnose(
             continue
         candidate = torch.as_tensor(candidate, dtype=got.dtype).detach()
         if candidate.shape == got.shape and torch.allclose(candidate, got, atol=atol, rtol=rtol):
-            return mistake.cause
+            return f"your result equals what this mistake gives: {mistake.cause}"
     if got.dim() == 2 and got.T.shape == expected.shape and torch.allclose(got.T, expected, atol=atol, rtol=rtol):
         return "the result is transposed: rows and columns are swapped"
     if got.shape != expected.shape:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .registry import EXERCISES, Exercise, exercise_by_name, exercises_in_notebook
+from .verdict import shorten
 
 EXERCISE_TAG = "exercise"
 
@@ -200,6 +201,6 @@ def _describe_error(err: BaseException, label: str) -> str:
             line = f" (line {frame.lineno} of the cell)" if "cell" in label else f" (line {frame.lineno})"
             break
     text = str(err).strip().splitlines()
-    detail = f": {text[0][:300]}" if text else ""
+    detail = f": {shorten(text[0], 300)}" if text else ""
     where = label.strip("<>")
     return f"{where} raised {type(err).__name__}{detail}{line}"

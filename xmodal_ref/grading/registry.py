@@ -4,8 +4,11 @@ An id is ``chapter.name``. The rest follows from it by convention, so nothing is
 
 * the notebook is ``notebooks/NN_chapter.ipynb`` (``NN`` from :data:`CHAPTERS`);
 * the learner defines ``name`` in a cell tagged ``exercise``;
-* the reference is ``xmodal_ref.<chapter>.<name>``;
-* the check is ``xmodal_ref.checks.<chapter>.check_<name>(learner, reference)``.
+* the reference is ``xmodal_ref.<chapter>.reference.<name>`` (the chapter's package re-exports it);
+* the check is ``xmodal_ref.<chapter>.checks.check_<name>(learner, reference)``.
+
+A new chapter is a package ``xmodal_ref/<chapter>/`` with those two modules, a line in :data:`CHAPTERS`
+and its ids in :data:`EXERCISE_IDS`.
 
 This module imports nothing heavy, so a command can list exercises without loading torch.
 """
@@ -79,10 +82,10 @@ class Exercise:
         return f"{CHAPTERS[self.chapter]}_{self.chapter}.ipynb"
 
     def reference(self) -> Any:
-        return getattr(importlib.import_module(f"xmodal_ref.{self.chapter}"), self.name)
+        return getattr(importlib.import_module(f"xmodal_ref.{self.chapter}.reference"), self.name)
 
     def check(self) -> Callable[[Any, Any], None]:
-        return getattr(importlib.import_module(f"xmodal_ref.checks.{self.chapter}"), f"check_{self.name}")
+        return getattr(importlib.import_module(f"xmodal_ref.{self.chapter}.checks"), f"check_{self.name}")
 
 
 EXERCISES: dict[str, Exercise] = {exercise_id: Exercise(exercise_id) for exercise_id in EXERCISE_IDS}

@@ -33,6 +33,14 @@ class Verdict:
         return f"{head}\n{body}"
 
 
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` characters at a space or a comma, never inside a number, with "…"."""
+    if len(text) <= width:
+        return text
+    cut = max(text.rfind(" ", 0, width - 1), text.rfind(",", 0, width - 1))
+    return text[: cut if cut > 0 else width - 1].rstrip(" ,") + "…"
+
+
 class NotAttempted(Exception):
     """The learner's code still raises NotImplementedError."""
 

@@ -1,0 +1,1 @@
+"""Chapter 04: references, mutants and the temporal, adversarial and conditional-GAN recipes."""

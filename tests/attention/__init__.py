@@ -1,0 +1,1 @@
+"""Chapter 02: references, mutants and the attention demo."""

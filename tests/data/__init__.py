@@ -1,0 +1,1 @@
+"""Tests of the seeded generators and loaders in xmodal_ref.data."""

@@ -1,0 +1,1 @@
+"""Chapter 01: references, mutants and the fusion experiment."""

@@ -1,0 +1,1 @@
+"""The grader's own tests: the command line, reset, the harness."""

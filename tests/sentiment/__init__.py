@@ -1,0 +1,1 @@
+"""Chapter 05: mutants and the sentiment model recipe."""
