@@ -24,7 +24,7 @@ CJK = re.compile(r"[\u3400-\u9fff]")
 LATIN = re.compile(r"[A-Za-z]")
 REFERENCE_ID = re.compile(r"arXiv:\d{4}\.\d{4,5}|doi:\S+|https://[^\s)>]+")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-FENCED = re.compile(r"^```.*?^```[ \t]*$", re.MULTILINE | re.DOTALL)
+FENCED = re.compile(r"^(`{3,})[^\n]*\n.*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]+`")
 COMPANIES = re.compile(
     r"阿里|百度|腾讯|字节|拼多多|美团|华为|京东|快手|Alibaba|Baidu|Tencent|ByteDance|Pinduoduo|Meituan|Huawei",
@@ -32,7 +32,7 @@ COMPANIES = re.compile(
 #: A Chinese paragraph must have at least this share of CJK characters among its CJK characters and Latin
 #: letters (code, link targets and parenthesised English removed). The real Chinese banks clear it by a wide
 #: margin and an English paragraph, Chinese terms in brackets and all, falls far below it (both proven below).
-MIN_CJK_SHARE = 0.3
+MIN_CJK_SHARE = 0.25
 #: Paragraphs with fewer Latin letters than this (a formula line, a short list item) are not judged.
 MIN_LATIN_TO_JUDGE = 30
 
@@ -146,7 +146,7 @@ def numbers(text: str) -> Counter[str]:
 
 
 def code_blocks(text: str) -> list[str]:
-    return FENCED.findall(text)
+    return [match.group(0) for match in FENCED.finditer(text)]
 
 
 def inline_code(text: str) -> Counter[str]:
@@ -329,8 +329,83 @@ def test_chinese_edition_is_in_sync(bank: Path) -> None:
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_relative_links_resolve(document: Path) -> None:
-    for target in LINK.findall(document.read_text(encoding="utf-8")):
+    text = INLINE_CODE.sub("", FENCED.sub("", document.read_text(encoding="utf-8")))  # code shows links, has none
+    for target in LINK.findall(text):
         if target.startswith(("http://", "https://", "#", "mailto:")):
             continue
         path = (document.parent / target.split("#", 1)[0]).resolve()
         assert path.exists(), f"{document.relative_to(ROOT)}: broken link {target}"
+
+
+# ----------------------------------------------------------------------------- the sync test catches drift
+
+
+def _real_pair() -> tuple[str, str]:
+    bank = QUESTIONS / "03_contrastive.md"
+    return bank.read_text(encoding="utf-8"), chinese_edition(bank).read_text(encoding="utf-8")
+
+
+def _section(text: str, qid: str) -> tuple[int, int]:
+    """Start and end offsets of question ``qid``'s section (heading included)."""
+    start = text.index(f"## {qid} · ")
+    following = text.find("\n## Q", start + 1)
+    return start, len(text) if following < 0 else following + 1
+
+
+def _edit_section(text: str, qid: str, old: str, new: str) -> str:
+    start, end = _section(text, qid)
+    section = text[start:end]
+    assert old in section, f"{qid} no longer contains {old!r}: pick another edit"
+    return text[:start] + section.replace(old, new, 1) + text[end:]
+
+
+def test_sync_passes_on_the_real_banks() -> None:
+    assert sync_problems(*_real_pair()) == []
+
+
+def test_sync_fails_on_a_changed_number() -> None:
+    english, chinese = _real_pair()
+    drifted = _edit_section(chinese, "Q03.02", "N = 256", "N = 512")
+    assert any(p.startswith("Q03.02: numbers differ") for p in sync_problems(english, drifted))
+
+
+def test_sync_fails_on_a_missing_question() -> None:
+    english, chinese = _real_pair()
+    start, end = _section(chinese, "Q03.05")
+    problems = sync_problems(english, chinese[:start] + chinese[end:])
+    assert problems and "missing in Chinese ['Q03.05']" in problems[0]
+
+
+def test_sync_fails_on_a_dropped_reference() -> None:
+    english, chinese = _real_pair()
+    reference = next(q for q in parse(chinese, ZH_EDITION) if q.id == "Q03.02").references[1]
+    drifted = _edit_section(chinese, "Q03.02", f"- {reference}\n", "")
+    problems = sync_problems(english, drifted)
+    assert any(p.startswith("Q03.02: references differ") for p in problems)
+    assert any(p.startswith("Q03.02: arXiv ids, DOIs and links differ") for p in problems)
+
+
+def test_sync_fails_on_an_untranslated_paragraph() -> None:
+    english, chinese = _real_pair()
+    english_answer = next(q for q in parse(english, EN) if q.id == "Q03.02").answer
+    chinese_answer = next(q for q in parse(chinese, ZH_EDITION) if q.id == "Q03.02").answer
+    english_paragraph = english_answer.strip().split("\n\n")[0]
+    chinese_paragraph = chinese_answer.strip().split("\n\n")[0]
+    drifted = _edit_section(chinese, "Q03.02", chinese_paragraph, english_paragraph)
+    assert any(p.startswith("Q03.02: not translated") for p in sync_problems(english, drifted))
+
+
+def test_the_chinese_share_threshold_separates_the_real_editions() -> None:
+    """Every judged paragraph of the Chinese banks clears the threshold; every judged English paragraph that
+    does not quote Chinese (fewer than 10 CJK characters) falls below it."""
+    for bank in BANKS:
+        for edition, path in ((EN, bank), (ZH_EDITION, chinese_edition(bank))):
+            for question in parse(path.read_text(encoding="utf-8"), edition):
+                for block in prose_blocks(question.body):
+                    share, latin = cjk_share(block)
+                    if latin < MIN_LATIN_TO_JUDGE:
+                        continue
+                    if edition is ZH_EDITION:
+                        assert share >= MIN_CJK_SHARE, (question.id, block)
+                    elif len(CJK.findall(block)) < 10:
+                        assert share < MIN_CJK_SHARE, (question.id, block)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 
@@ -37,8 +38,11 @@ def shorten(text: str, width: int) -> str:
     """``text`` cut to at most ``width`` characters at a space or a comma, never inside a number, with "…"."""
     if len(text) <= width:
         return text
-    cut = max(text.rfind(" ", 0, width - 1), text.rfind(",", 0, width - 1))
-    return text[: cut if cut > 0 else width - 1].rstrip(" ,") + "…"
+    head = text[: width - 1]
+    cut = max(head.rfind(" "), head.rfind(","))
+    if cut <= 0:  # no separator: back off to before the number the cut would split
+        cut = re.search(r"[-+.\deE]*$", head).start()
+    return text[:cut].rstrip(" ,") + "…"
 
 
 class NotAttempted(Exception):
