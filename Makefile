@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 # With an NVIDIA GPU, override it, e.g. `make lab TORCH="torch==2.13.0"` from a CUDA index.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+# Notebooks run on this many kernels at once, each limited to one thread (see docs/DECISIONS.md).
+NBVAL_WORKERS ?= 2
 
 .PHONY: lab test grade solutions bench lint clean-venv
 
@@ -24,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest --maintainer -q
 	$(BIN)/pytest --solutions -q tests/test_grading.py
-	$(BIN)/pytest --nbval-lax -q notebooks solutions
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest --nbval-lax -q -n $(NBVAL_WORKERS) --dist loadfile notebooks solutions
 
 grade: $(STAMP)
 	$(BIN)/pytest -q tests/test_grading.py
