@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 # With an NVIDIA GPU, override it, e.g. `make lab TORCH="torch==2.13.0"` from a CUDA index.
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
-# Notebooks run on this many kernels at once, each limited to one thread (see docs/DECISIONS.md).
+# Notebooks run on this many kernels at once, each on one thread, sharing a recipe cache for the run
+# (xmodal_ref/common/recipe_cache.py; see docs/DECISIONS.md).
 NBVAL_WORKERS ?= 2
 
 .PHONY: lab test grade solutions bench lint clean-venv
@@ -26,7 +27,10 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest --maintainer -q
 	$(BIN)/pytest --solutions -q tests/test_grading.py
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest --nbval-lax -q -n $(NBVAL_WORKERS) --dist loadfile notebooks solutions
+	cache=$$(mktemp -d) && XMODAL_RECIPE_CACHE=$$cache OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	  $(BIN)/pytest --nbval-lax -q -n $(NBVAL_WORKERS) --dist loadfile --no-loadscope-reorder \
+	    notebooks solutions; \
+	  status=$$?; rm -rf $$cache; exit $$status
 
 grade: $(STAMP)
 	$(BIN)/pytest -q tests/test_grading.py

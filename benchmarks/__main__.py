@@ -1,4 +1,8 @@
-"""Run every benchmark, or the named ones: `python -m benchmarks [NAME ...]`, NAME a key of BENCHMARKS."""
+"""Run every benchmark, or the named ones: `python -m benchmarks [NAME ...]`, NAME a key of BENCHMARKS.
+
+`python -m benchmarks test_time [CHECKOUT ...]` times the stages of `make test` (in this checkout, or side by
+side in several); it runs the whole test suite, so `make bench` leaves it out.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from . import (
     losses,
     mini_clip,
     sentiment,
+    test_time,
 )
 
 BENCHMARKS = {
@@ -29,5 +34,8 @@ BENCHMARKS = {
 }
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or BENCHMARKS:
-        BENCHMARKS[name]()
+    if sys.argv[1:2] == ["test_time"]:
+        test_time.main(sys.argv[2:])
+    else:
+        for name in sys.argv[1:] or BENCHMARKS:
+            BENCHMARKS[name]()

@@ -34,6 +34,7 @@ from torch import nn
 from xmodal_ref.alignment import gradient_reversal
 from xmodal_ref.common.device import default_device, one_thread, seed_everything
 from xmodal_ref.common.plots import closed_subplots, plot_embeddings_2d
+from xmodal_ref.common.recipe_cache import memoised
 from xmodal_ref.common.training import train_one_cycle
 from xmodal_ref.contrastive import clip_loss
 from xmodal_ref.contrastive.mini_clip import MiniClip, embed, retrieval_metrics
@@ -130,6 +131,7 @@ def probe_accuracy(
     return correct / (2 * len(image_embeddings))
 
 
+@memoised
 def train_adversarial_alignment(
     seed: int = 0,
     adversarial: bool = True,

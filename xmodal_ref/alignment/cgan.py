@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from xmodal_ref.common.device import default_device, one_thread, seed_everything
 from xmodal_ref.common.plots import closed_subplots
+from xmodal_ref.common.recipe_cache import memoised
 from xmodal_ref.common.training import train_one_cycle
 from xmodal_ref.contrastive.mini_clip import ImageEncoder
 from xmodal_ref.data import COLOURS, POSITIONS, SHAPES, ShapesCaptions, shapes_splits
@@ -89,6 +90,7 @@ def per_attribute_accuracy(predicted: torch.Tensor, attributes: torch.Tensor) ->
     return {**accuracy, "all": hits.all(dim=-1).float().mean().item()}
 
 
+@memoised
 def train_attribute_classifier(
     seed: int = 0, epochs: int = 4, batch_size: int = 128, device: torch.device | str | None = None
 ) -> AttributeClassifier:
@@ -239,6 +241,7 @@ def sample_diversity(generator: Generator, real: ShapesCaptions, samples: int = 
     return {"generated": fake, "real": true, "ratio": fake / true}
 
 
+@memoised
 def train_conditional_gan(
     seed: int = 0,
     steps: int = 1500,

@@ -23,6 +23,7 @@ from torch import nn
 from xmodal_ref.attention import CrossModalBlock
 from xmodal_ref.common.device import default_device, one_thread, seed_everything
 from xmodal_ref.common.plots import closed_subplots
+from xmodal_ref.common.recipe_cache import memoised
 from xmodal_ref.common.training import train_one_cycle
 from xmodal_ref.contrastive.mini_clip import strided_conv_stem
 from xmodal_ref.data import COLOURS, MAX_TOKENS, POSITIONS, SHAPES, VOCAB, ShapesCaptions, shapes_splits
@@ -160,6 +161,7 @@ def evaluate_matching(model: PatchAttentionModel, split: ShapesCaptions, seed: i
     return result
 
 
+@memoised
 def train_patch_attention_model(
     seed: int = 0,
     *,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xmodal_ref.common.device import default_device, seed_everything
+from xmodal_ref.common.recipe_cache import memoised
 from xmodal_ref.common.training import train_one_cycle
 from xmodal_ref.contrastive import LearnableLogitScale, clip_loss, modality_gap, recall_at_k
 from xmodal_ref.data import ShapesCaptions, shapes_splits
@@ -140,6 +141,7 @@ def retrieval_metrics(
     }
 
 
+@memoised
 def train_mini_clip(
     loss_fn: LossFn | None = None,
     *,

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from xmodal_ref.common.device import default_device, one_thread, seed_everything
 from xmodal_ref.common.plots import closed_subplots
+from xmodal_ref.common.recipe_cache import memoised
 from xmodal_ref.data import SentimentFeatures, corpus_features, sentiment_splits
 from xmodal_ref.fusion import GatedMultimodalUnit, LowRankFusion, modality_dropout, tensor_fusion
 from xmodal_ref.sentiment import masked_mean, msa_metrics
@@ -269,6 +270,7 @@ def unimodal_label_acc2(test: SentimentFeatures) -> dict[str, float] | None:
     return {"text": _acc2(test.label_text, test.label), "audio": _acc2(test.label_audio, test.label)}
 
 
+@memoised
 def run_fusion_comparison(
     seed: int = 0,
     epochs: int = EPOCHS,

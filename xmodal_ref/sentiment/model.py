@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from xmodal_ref.common.device import default_device, one_thread, seed_everything
 from xmodal_ref.common.plots import closed_subplots
+from xmodal_ref.common.recipe_cache import memoised
 from xmodal_ref.data import SentimentFeatures, corpus_features, sentiment_splits
 from xmodal_ref.sentiment import SequenceEncoder, masked_mean, msa_metrics, uncertainty_weighted_loss
 
@@ -376,6 +377,7 @@ def fit(
     return curves
 
 
+@memoised
 def train(
     features: dict[str, SentimentFeatures] | None = None,
     *,
