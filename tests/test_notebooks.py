@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
+import re
+
 import nbformat
 import pytest
 
@@ -13,7 +18,7 @@ from xmodal_ref.grading.authoring import (
     solution_notebook,
     starter_notebook,
 )
-from xmodal_ref.grading.registry import EXERCISES
+from xmodal_ref.grading.registry import CHAPTERS, EXERCISES
 
 pytestmark = pytest.mark.maintainer
 NOTEBOOKS = chapter_notebooks()
@@ -85,3 +90,44 @@ def test_every_exercise_has_one_cell_and_a_self_check() -> None:
             following = cells[index + 1].source if index + 1 < len(cells) else ""
             assert f'check("{exercise.id}", {exercise.name})' in following, f"{exercise.id}: add a check() cell"
     assert seen == dict.fromkeys(EXERCISES, 1)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_seeded_recipe_a_notebook_calls_is_memoised(name: str) -> None:
+    """`make test` runs each notebook as starter and as solution; a recipe entry point the notebook calls
+    (`train…` or `run…` in a chapter module) that is not `@memoised` would train twice there (docs/DECISIONS.md)."""
+    for function in _called_chapter_functions(read("notebooks", name)):
+        if re.match(r"(train|run)(_|$)", function.__name__):
+            assert hasattr(function, "__wrapped__"), f"{name}: decorate {function.__qualname__} with @memoised"
+
+
+def _called_chapter_functions(notebook) -> list:
+    """The functions from a chapter's recipe modules (xmodal_ref.<chapter>.<module>) that the code cells call."""
+    bound: dict = {}  # name in the notebook → the object it was imported as
+    calls: list[ast.expr] = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("xmodal_ref."):
+                bound |= {alias.asname or alias.name: _imported(node.module, alias.name) for alias in node.names}
+            elif isinstance(node, ast.Call):
+                calls.append(node.func)
+    functions = []
+    for func in calls:
+        if isinstance(func, ast.Name):
+            value = bound.get(func.id)
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            value = getattr(bound.get(func.value.id), func.attr, None)
+        else:
+            continue
+        parts = getattr(value, "__module__", "").split(".")
+        if inspect.isfunction(value) and len(parts) == 3 and parts[1] in CHAPTERS and parts[2] != "reference":
+            functions.append(value)
+    return functions
+
+
+def _imported(module: str, name: str):
+    """What `from module import name` binds: an attribute, or else a submodule."""
+    value = getattr(importlib.import_module(module), name, None)
+    return importlib.import_module(f"{module}.{name}") if value is None else value
