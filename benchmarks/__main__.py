@@ -19,6 +19,7 @@ from . import (
     mini_clip,
     sentiment,
     test_time,
+    video,
 )
 
 BENCHMARKS = {
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "losses": losses.main,
     "mini_clip": mini_clip.main,
     "sentiment": sentiment.main,
+    "video": video.main,
 }
 
 if __name__ == "__main__":

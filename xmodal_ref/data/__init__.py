@@ -6,6 +6,8 @@
   conflict subset, modelled on CH-SIMS, and its model features (chapter 05).
 * :mod:`xmodal_ref.data.mmsa`: the MMSA toolkit's feature pickles of CMU-MOSI, CMU-MOSEI and
   CH-SIMS as ``SentimentFeatures``, and a tiny fixture in that layout (chapter 05).
+* :mod:`xmodal_ref.data.video`: clips of a moving square with a tone, direction × tone, where a "left" clip is the
+  exact time reversal of a "right" one (chapter 08).
 """
 
 from .features import SentimentFeatures
@@ -30,6 +32,8 @@ from .shapes import (
     shapes_splits,
     tokenize,
 )
+from .video import CLASSES as VIDEO_CLASSES
+from .video import VideoAudioClips, make_video_audio_clips, video_splits
 
 __all__ = [
     "COLOURS",
@@ -38,17 +42,21 @@ __all__ = [
     "SAMPLE_RATE",
     "SHAPES",
     "TEMPLATES",
+    "VIDEO_CLASSES",
     "VOCAB",
     "SentimentCorpus",
     "SentimentFeatures",
     "ShapesCaptions",
+    "VideoAudioClips",
     "corpus_features",
     "encode_captions",
     "load_mmsa",
     "make_sentiment_corpus",
     "make_shapes_captions",
+    "make_video_audio_clips",
     "sentiment_splits",
     "shapes_splits",
     "tokenize",
+    "video_splits",
     "write_mmsa_fixture",
 ]

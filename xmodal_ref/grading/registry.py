@@ -28,6 +28,7 @@ CHAPTERS: dict[str, str] = {
     "contrastive": "03",
     "alignment": "04",
     "sentiment": "05",
+    "video": "08",
 }
 
 EXERCISE_IDS: tuple[str, ...] = (
@@ -58,6 +59,13 @@ EXERCISE_IDS: tuple[str, ...] = (
     "sentiment.SequenceEncoder",
     "sentiment.uncertainty_weighted_loss",
     "sentiment.msa_metrics",
+    "video.tsn_sample_indices",
+    "video.temporal_shift",
+    "video.TubeletEmbedding",
+    "video.inflate_patch_weight",
+    "video.DividedSpaceTimeBlock",
+    "video.BottleneckFusionEncoder",
+    "video.gap_at_k",
 )
 
 

@@ -1,0 +1,1 @@
+"""Chapter 08: references, mutants and the video recipe."""
