@@ -17,6 +17,7 @@ from . import (
     grading_latency,
     losses,
     mini_clip,
+    mllm,
     sentiment,
     test_time,
     video,
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "grading": grading_latency.main,
     "losses": losses.main,
     "mini_clip": mini_clip.main,
+    "mllm": mllm.main,
     "sentiment": sentiment.main,
     "video": video.main,
 }

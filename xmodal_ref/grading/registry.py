@@ -29,6 +29,7 @@ CHAPTERS: dict[str, str] = {
     "alignment": "04",
     "sentiment": "05",
     "video": "08",
+    "mllm": "09",
 }
 
 EXERCISE_IDS: tuple[str, ...] = (
@@ -66,6 +67,13 @@ EXERCISE_IDS: tuple[str, ...] = (
     "video.DividedSpaceTimeBlock",
     "video.BottleneckFusionEncoder",
     "video.gap_at_k",
+    "mllm.MlpProjector",
+    "mllm.merge_image_features",
+    "mllm.causal_lm_loss",
+    "mllm.qformer_attention_mask",
+    "mllm.apply_rope",
+    "mllm.CachedSelfAttention",
+    "mllm.pixel_shuffle_tokens",
 )
 
 

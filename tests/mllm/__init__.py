@@ -1,0 +1,1 @@
+"""Chapter 09: references, mutants and the tiny-LLaVA recipe."""
