@@ -11,8 +11,10 @@ import sys
 from . import (
     adversarial_alignment,
     bank_figures,
+    captioning,
     cgan,
     cross_attention,
+    diffusion,
     fusion,
     grading_latency,
     losses,
@@ -26,8 +28,10 @@ from . import (
 BENCHMARKS = {
     "adversarial": adversarial_alignment.main,
     "bank_figures": bank_figures.main,
+    "captioning": captioning.main,
     "cgan": cgan.main,
     "cross_attention": cross_attention.main,
+    "diffusion": diffusion.main,
     "fusion": fusion.main,
     "grading": grading_latency.main,
     "losses": losses.main,

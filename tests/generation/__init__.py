@@ -1,0 +1,1 @@
+"""Chapter 07: references, mutants and the generation recipes."""
