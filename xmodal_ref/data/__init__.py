@@ -6,11 +6,21 @@
   conflict subset, modelled on CH-SIMS, and its model features (chapter 05).
 * :mod:`xmodal_ref.data.mmsa`: the MMSA toolkit's feature pickles of CMU-MOSI, CMU-MOSEI and
   CH-SIMS as ``SentimentFeatures``, and a tiny fixture in that layout (chapter 05).
+* :mod:`xmodal_ref.data.imbalance`: two modalities, A strong but often missing and V complete but tiny in scale,
+  so joint training under-trains V (chapter 06).
 * :mod:`xmodal_ref.data.video`: clips of a moving square with a tone, direction × tone, where a "left" clip is the
   exact time reversal of a "right" one (chapter 08).
 """
 
 from .features import SentimentFeatures
+from .imbalance import (
+    ImbalanceWorld,
+    TwoModalitySet,
+    imbalance_splits,
+    make_two_modality_set,
+    make_world,
+    simplex_means,
+)
 from .mmsa import load_mmsa, write_mmsa_fixture
 from .sentiment import (
     SAMPLE_RATE,
@@ -44,18 +54,24 @@ __all__ = [
     "TEMPLATES",
     "VIDEO_CLASSES",
     "VOCAB",
+    "ImbalanceWorld",
     "SentimentCorpus",
     "SentimentFeatures",
     "ShapesCaptions",
+    "TwoModalitySet",
     "VideoAudioClips",
     "corpus_features",
     "encode_captions",
+    "imbalance_splits",
     "load_mmsa",
     "make_sentiment_corpus",
     "make_shapes_captions",
+    "make_two_modality_set",
     "make_video_audio_clips",
+    "make_world",
     "sentiment_splits",
     "shapes_splits",
+    "simplex_means",
     "tokenize",
     "video_splits",
     "write_mmsa_fixture",

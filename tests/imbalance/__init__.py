@@ -1,0 +1,1 @@
+"""Chapter 06: references, mutants and the imbalance recipe."""
