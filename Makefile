@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Rooted at the repository, so the banks in questions/ open in the Lab and links between them and the
+# notebooks resolve. As root (containers, cloud notebooks) Jupyter refuses to start without --allow-root.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/00_start.ipynb
+	@if [ "$$(id -u)" = 0 ]; then echo "note: running as root, so JupyterLab starts with --allow-root"; fi
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) \
+	  notebooks/00_start.ipynb
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -303,6 +303,10 @@ def test_bank_format(bank: Path, edition: Edition) -> None:
         )
         assert question.followups, f"{qid}: follow-ups"
         assert question.pitfalls, f"{qid}: pitfalls"
+        pitfalls_at = question.body.index(f"**{edition.pitfalls}**")
+        assert question.body.index("<details>") < pitfalls_at < question.body.index("</details>"), (
+            f"{qid}: put the pitfalls inside <details>: they name the slips the question probes"
+        )
         assert question.references, f"{qid}: references"
         for reference in question.references:
             assert REFERENCE_ID.search(reference), f"{qid}: reference without arXiv id, DOI or link: {reference}"
