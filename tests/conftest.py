@@ -1,12 +1,15 @@
 """pytest options and the per-chapter scorecard.
 
-* ``pytest`` grades notebooks/ (unattempted exercises are skipped as "not attempted").
+* ``pytest`` grades notebooks/ (unattempted exercises are skipped as "not attempted"), and nothing else.
 * ``pytest --solutions`` grades solutions/, where every exercise must pass.
-* ``pytest --maintainer`` also runs the repository checks (starter stubs, solution drift),
-  which would fail in a learner's working copy once notebooks are edited.
+* ``pytest --maintainer`` runs the package's own tests too (references, recipes, mutants, notebooks, banks),
+  including the repository checks that would fail in a learner's working copy once notebooks are edited.
+  ``make test`` and CI use it. A test file named on the command line runs without it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -18,6 +21,9 @@ settings.register_profile("xmodal", max_examples=40, deadline=None)
 settings.load_profile("xmodal")
 
 VERDICTS = pytest.StashKey[dict[str, Verdict]]()
+TESTS = Path(__file__).resolve().parent
+#: What plain ``pytest`` runs: the grading of the learner's work.
+LEARNER_TESTS = (TESTS / "test_grading.py",)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,6 +35,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[VERDICTS] = {}
     config.addinivalue_line("markers", "maintainer: repository checks, run with --maintainer")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Plain ``pytest`` (no paths, no --maintainer) collects the learner's grading only, so it takes seconds."""
+    if config.getoption("--maintainer") or config.args_source is not pytest.Config.ArgsSource.TESTPATHS:
+        return None
+    if collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        return collection_path.resolve() not in LEARNER_TESTS
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
