@@ -130,6 +130,38 @@ def run_case(fn: Callable[..., Any], reference: Callable[..., Any], case: Case) 
     return got, expected
 
 
+def expect_raises(
+    fn: Callable[..., Any],
+    case: Case,
+    reference: Callable[..., Any],
+    cause: str,
+    *,
+    error: type[Exception] = ValueError,
+    produced: str = "returned a result",
+) -> None:
+    """Fail unless ``fn`` raises ``error`` on ``case`` (any exception when ``error`` is Exception).
+
+    ``cause`` says why the contract raises; ``produced`` names what the learner's code did instead.
+    """
+    context = describe_case(case, reference)
+    wanted = "an error" if error is Exception else error.__name__
+    try:
+        result = fn(*case.args, **case.kwargs)
+    except NotImplementedError as err:
+        raise NotAttempted(str(err)) from None
+    except error:
+        return
+    except Exception as err:
+        raise CheckFailure(
+            f"raised {type(err).__name__}, not {wanted}",
+            case=context,
+            cause=f"{cause}: check the arguments first and `raise {error.__name__}(...)` yourself",
+        ) from None
+    raise CheckFailure(
+        f"{produced} where the contract raises {wanted}", case=context, got=describe(result), cause=cause
+    )
+
+
 def _named_pairs(reference, case, args, kwargs):
     try:
         names = list(_signature(reference).bind(*case.args, **case.kwargs).arguments)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,40 +21,13 @@ from ..grading.harness import (
     describe_case,
     diagnose,
     expect_close,
+    expect_raises,
     expect_tensor,
     invoke,
     run_case,
 )
 from ..grading.inputs import random_rows
-from ..grading.verdict import CheckFailure, NotAttempted
-
-
-def _expect_error(
-    fn: Callable[..., Any],
-    case: Case,
-    reference: Callable[..., Any],
-    cause: str,
-    error: type[Exception] = ValueError,
-) -> None:
-    """Fail unless ``fn`` raises ``error`` (any exception when ``error`` is Exception) on ``case``."""
-    context = describe_case(case, reference)
-    wanted = "an error" if error is Exception else error.__name__
-    try:
-        result = fn(*case.args, **case.kwargs)
-    except NotImplementedError as err:
-        raise NotAttempted(str(err)) from None
-    except error:
-        return
-    except Exception as err:
-        raise CheckFailure(
-            f"raised {type(err).__name__}, not {wanted}",
-            case=context,
-            cause=f"check the arguments first and `raise {error.__name__}(...)` yourself",
-        ) from None
-    raise CheckFailure(
-        f"returned a result where the contract raises {wanted}", case=context, got=describe(result), cause=cause
-    )
-
+from ..grading.verdict import CheckFailure
 
 #: (N, S) pairs where TSN's float formula int(tick/2 + tick*k) equals the exact floor((2k+1)N/(2S)).
 TSN_TEST_GRID = (
@@ -138,7 +110,7 @@ def check_tsn_sample_indices(learner, reference) -> None:
         (Case('mode="val"', (10, 3), {"mode": "val"}), 'mode must be "train" or "test"'),
     )
     for case, why in invalid:
-        _expect_error(learner, case, reference, f"{why}, so raise ValueError")
+        expect_raises(learner, case, reference, f"{why}, so raise ValueError")
     cases = [Case(f"test mode, N={n}, S={s}", (n, s), {"mode": "test"}) for n, s in TSN_TEST_GRID]
     check_cases(learner, reference, cases, mistakes=TSN_TEST_MISTAKES, atol=0, rtol=0)
     default = Case("the default mode (test), N=300, S=8", (300, 8))
@@ -402,7 +374,7 @@ def check_temporal_shift(learner, reference) -> None:
         rtol=0,
     )
     check_gradients(learner, reference, cases[1], wrt=["x"])
-    _expect_error(
+    expect_raises(
         learner,
         Case("10 rows, n_segment=4: not whole clips", (_frames((10, 8, 2, 2), 10), 4)),
         reference,
@@ -453,8 +425,8 @@ def check_inflate_patch_weight(learner, reference) -> None:
         Case("t = 0", (_patch_weight(6, 3, 4, 5, 0, torch.float32), 0)),
         Case("t = -1", (_patch_weight(6, 3, 4, 5, 0, torch.float32), -1, "average")),
     ):
-        _expect_error(learner, case, reference, "t must be at least 1: raise ValueError")
-    _expect_error(
+        expect_raises(learner, case, reference, "t must be at least 1: raise ValueError")
+    expect_raises(
         learner,
         Case('method="mean"', (_patch_weight(6, 3, 4, 5, 0, torch.float32), 3, "mean")),
         reference,
@@ -652,7 +624,7 @@ GAP_MISTAKES = [
 
 def check_gap_at_k(learner, reference) -> None:
     for k in (0, -1):
-        _expect_error(
+        expect_raises(
             learner,
             Case(f"k = {k}", (_distinct_scores(4, 5, 0), _random_labels(4, 5, 0.3, 0), k)),
             reference,
