@@ -20,7 +20,7 @@ from typing import Any
 
 from .loader import LearnerFile
 from .registry import EXERCISES, Exercise
-from .verdict import CheckFailure, NotAttempted, Status, Verdict
+from .verdict import CheckFailure, NotAttempted, Status, Unavailable, Verdict
 
 #: Seconds one exercise may take, loading the learner's code included.
 TIME_LIMIT = float(os.environ.get("XMODAL_TIME_LIMIT", "20"))
@@ -103,6 +103,8 @@ def _check(exercise: Exercise, candidate: Any) -> Verdict:
         exercise.check()(candidate, reference)
     except NotAttempted:
         return Verdict(exercise.id, Status.NOT_ATTEMPTED)
+    except Unavailable as reason:
+        return Verdict(exercise.id, Status.SKIPPED, str(reason))
     except CheckFailure as failure:
         return Verdict(exercise.id, Status.FAILED, str(failure))
     except Exception as err:  # the learner's object broke an assumption of the check

@@ -11,6 +11,7 @@ class Status(str, enum.Enum):
     PASSED = "passed"
     FAILED = "failed"
     NOT_ATTEMPTED = "not attempted"
+    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class Verdict:
 
     def render(self) -> str:
         """``[PASS] id`` on one line, then the indented message when there is one."""
-        mark = {Status.PASSED: "PASS", Status.FAILED: "FAIL", Status.NOT_ATTEMPTED: "TODO"}[self.status]
+        mark = {Status.PASSED: "PASS", Status.FAILED: "FAIL", Status.NOT_ATTEMPTED: "TODO", Status.SKIPPED: "SKIP"}[
+            self.status
+        ]
         head = f"[{mark}] {self.exercise_id}"
         if self.status is Status.NOT_ATTEMPTED:
             head += " — not attempted"
@@ -75,3 +78,7 @@ class CheckFailure(Exception):
             if value:
                 lines.append(f"{label + ':':<13} {value}")
         return "\n".join(lines)
+
+
+class Unavailable(Exception):
+    """This platform cannot run the check (no ``fork``, say); the message says why and where it can run."""
