@@ -72,7 +72,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     folder = "solutions/" if config.getoption("--solutions") else "notebooks/"
     write = terminalreporter.write_line
     terminalreporter.section(f"xmodal scorecard ({folder})")
-    write(f"{'chapter':<16}{'passed':>8}{'failed':>8}{'not attempted':>15}")
+    columns = [
+        status
+        for status in Status
+        if status is not Status.SKIPPED or any(v.status is Status.SKIPPED for v in verdicts.values())
+    ]
+    write(f"{'chapter':<16}" + "".join(f"{status.value:>15}" for status in columns))
     totals = dict.fromkeys(Status, 0)
     for chapter, number in CHAPTERS.items():
         counts = dict.fromkeys(Status, 0)
@@ -80,10 +85,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             if EXERCISES[exercise_id].chapter == chapter:
                 counts[verdict.status] += 1
         if sum(counts.values()):
-            write(
-                f"{number + ' ' + chapter:<16}{counts[Status.PASSED]:>8}{counts[Status.FAILED]:>8}"
-                f"{counts[Status.NOT_ATTEMPTED]:>15}"
-            )
+            write(f"{number + ' ' + chapter:<16}" + "".join(f"{counts[status]:>15}" for status in columns))
         for status, count in counts.items():
             totals[status] += count
-    write(f"{'total':<16}{totals[Status.PASSED]:>8}{totals[Status.FAILED]:>8}{totals[Status.NOT_ATTEMPTED]:>15}")
+    write(f"{'total':<16}" + "".join(f"{totals[status]:>15}" for status in columns))

@@ -27,6 +27,8 @@ def test_exercise(exercise_id: str, request: pytest.FixtureRequest, record_verdi
     record_verdict(verdict)
     if verdict.status is Status.FAILED:
         pytest.fail(verdict.render(), pytrace=False)
+    if verdict.status is Status.SKIPPED:
+        pytest.skip(f"{exercise_id}: {verdict.message}")
     if verdict.status is Status.NOT_ATTEMPTED:
         if solutions:
             pytest.fail(f"{exercise_id} is not attempted in solutions/: every exercise must pass there", pytrace=False)

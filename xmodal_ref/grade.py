@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{counts[Status.PASSED]} passed, {counts[Status.FAILED]} failed,"
         f" {counts[Status.NOT_ATTEMPTED]} not attempted"
+        + (
+            f", {counts[Status.SKIPPED]} skipped (this platform cannot run their checks)"
+            if counts[Status.SKIPPED]
+            else ""
+        )
     )
     return 1 if counts[Status.FAILED] else 0
 
