@@ -282,8 +282,9 @@ def plot_modalities(with_result: dict, without_result: dict, pairs: int = 8) -> 
     )
     fig, axes = closed_subplots(1, len(panels), figsize=(16, 5.5))
     for ax, (name, image_embeddings, text_embeddings) in zip(axes, panels, strict=True):
-        plot_embeddings_2d(image_embeddings, text_embeddings, pairs, ax=ax)
+        plot_embeddings_2d(image_embeddings, text_embeddings, pairs, ax=ax, legend=False)
         ax.set_title(f"{name}\n{ax.get_title()}", fontsize=10)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=4, fontsize=9)
     return fig
 
 

@@ -51,30 +51,40 @@ def plot_similarity(
     max_items: int = 12,
     title: str = "Similarity",
 ) -> Figure:
-    """Heat map of the top-left ``max_items`` × ``max_items`` block of a (Q, G) similarity matrix.
+    """Heat map of the top-left ``max_items`` × ``max_items`` block of a (Q, G) similarity matrix, values written in.
 
     Rows are queries (e.g. images) and columns gallery items (e.g. captions). ``captions``, when
-    given, labels the columns; with paired data, row i is the query matched to caption i.
+    given, are listed beside the map under their column numbers (rotated tick labels would run together);
+    with paired data, row i is the query matched to caption i.
     """
     block = similarity[:max_items, :max_items].detach().cpu().float().numpy()  # (q, g)
     q, g = block.shape
 
-    fig, ax = closed_subplots(figsize=(5, 4.5) if captions is None else (7, 6))
+    if captions is None:
+        fig, ax = closed_subplots(figsize=(5.5, 4.5))
+    else:
+        fig, (ax, listing) = closed_subplots(1, 2, figsize=(10, 4.8), width_ratios=(1, 0.75))
+        listing.axis("off")
+        listing.set_title("captions (columns)", loc="left", fontsize=10)
+        for j, caption in enumerate(captions[:g]):
+            listing.text(0, 1 - (j + 0.5) / g, f"{j}: {caption}", va="center", fontsize=9, transform=listing.transAxes)
     image = ax.imshow(block, cmap="viridis")
     fig.colorbar(image, ax=ax, shrink=0.8)
+    middle = (block.max() + block.min()) / 2
+    for (i, j), value in np.ndenumerate(block):
+        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="k" if value > middle else "w")
+    ax.set_xticks(range(g))
     ax.set_yticks(range(q))
-    ax.set_ylabel("query")
-    if captions is None:
-        ax.set_xticks(range(g))
-        ax.set_xlabel("gallery item")
-    else:
-        ax.set_xticks(range(g), list(captions[:g]), rotation=60, ha="right", fontsize=8)
-    ax.set_title(title)
+    ax.set(xlabel="gallery item" if captions is None else "caption", ylabel="query", title=title)
     return fig
 
 
 def plot_embeddings_2d(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, pairs: int = 8, ax: Axes | None = None
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    pairs: int = 8,
+    ax: Axes | None = None,
+    legend: bool = True,
 ) -> Figure:
     """Both modalities in one 2-D PCA plane: the picture of the modality gap.
 
@@ -83,7 +93,8 @@ def plot_embeddings_2d(
     so distances in the plot are comparable across modalities. Lines join the first ``pairs``
     matched pairs; crosses mark the two centroids. The title gives the modality gap
     ‖mean x̂ − mean ŷ‖, measured in the full D dimensions before projection. Draws into ``ax`` when
-    given (and returns its figure), so that several such panels can share one figure.
+    given (and returns its figure), so that several such panels can share one figure (and, with
+    ``legend=False``, one legend built from any panel's handles).
     """
     images = F.normalize(image_embeddings.detach().cpu().double(), dim=-1)  # (N, D)
     texts = F.normalize(text_embeddings.detach().cpu().double(), dim=-1)  # (M, D)
@@ -111,5 +122,6 @@ def plot_embeddings_2d(
         title=f"Joint PCA of both modalities · modality gap {gap:.3f}",
         aspect="equal",
     )
-    ax.legend(fontsize=8)
+    if legend:
+        ax.legend(fontsize=8)
     return fig

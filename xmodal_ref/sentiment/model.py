@@ -512,10 +512,14 @@ def plot_training_curves(result: dict) -> Figure:
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7)
     summary = axes[len(trained)]
-    for name, curves in trained.items():
-        summary.plot(np.arange(1, len(curves["valid_mae"]) + 1), curves["valid_mae"], label=name)
-    summary.set(xlabel="epoch", ylabel="MAE", title="valid MAE (multimodal label)")
-    summary.legend(fontsize=6)
+    # colours unlike the train/valid pair of the other panels (tab:blue, tab:orange)
+    colours = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+    for (name, curves), colour in zip(trained.items(), colours, strict=False):
+        summary.plot(np.arange(1, len(curves["valid_mae"]) + 1), curves["valid_mae"], label=name, color=colour)
+    summary.set(xlabel="epoch", ylabel="MAE", title="valid MAE (multimodal label), all variants")
+    summary.title.set_fontsize(9)
+    handles, labels = summary.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=8, title="last panel", title_fontsize=8)
     for ax in axes[len(trained) + 1 :]:
         ax.set_visible(False)
     return fig
