@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # (xmodal_ref/common/recipe_cache.py; see docs/DECISIONS.md).
 NBVAL_WORKERS ?= 2
 
-.PHONY: lab test grade solutions bench lint clean-venv
+.PHONY: lab test e2e grade solutions bench lint clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP)
 	  $(BIN)/pytest --nbval-lax -q -n $(NBVAL_WORKERS) --dist loadfile --no-loadscope-reorder \
 	    notebooks solutions; \
 	  status=$$?; rm -rf $$cache; exit $$status
+
+# Not part of `make test`: drives JupyterLab in headless Chromium (Debian: apt-get install chromium chromium-driver).
+e2e: $(STAMP)
+	$(BIN)/python -m pip install --quiet "selenium>=4.20"
+	$(BIN)/pytest -q --e2e tests/e2e
 
 grade: $(STAMP)
 	$(BIN)/pytest -q tests/test_grading.py

@@ -30,11 +30,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xmodal")
     group.addoption("--solutions", action="store_true", help="grade solutions/ instead of notebooks/")
     group.addoption("--maintainer", action="store_true", help="also run the repository checks")
+    group.addoption("--e2e", action="store_true", help="drive JupyterLab in headless Chromium (make e2e)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[VERDICTS] = {}
     config.addinivalue_line("markers", "maintainer: repository checks, run with --maintainer")
+    config.addinivalue_line("markers", "e2e: the browser check, run with --e2e (make e2e)")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -47,12 +49,13 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--maintainer"):
-        return
-    skip = pytest.mark.skip(reason="repository check: run with --maintainer (make test does)")
+    browser = pytest.mark.skip(reason="the browser check: run it with make e2e")
+    repository = pytest.mark.skip(reason="repository check: run with --maintainer (make test does)")
     for item in items:
-        if "maintainer" in item.keywords:
-            item.add_marker(skip)
+        if "e2e" in item.keywords and not config.getoption("--e2e"):
+            item.add_marker(browser)
+        elif "maintainer" in item.keywords and not config.getoption("--maintainer"):
+            item.add_marker(repository)
 
 
 @pytest.fixture

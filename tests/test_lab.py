@@ -21,9 +21,9 @@ TOKEN = "xmodal-test-token"
 pytestmark = pytest.mark.maintainer
 
 
-def lab_command() -> str:
-    """The Makefile's own `lab` command (`make -n lab`), joined into one shell line."""
-    listing = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+def lab_command(root: Path = ROOT) -> str:
+    """The Makefile's own `lab` command (`make -n lab` in ``root``), joined into one shell line."""
+    listing = subprocess.run(["make", "-n", "lab"], cwd=root, capture_output=True, text=True, check=True).stdout
     commands = [line for line in listing.replace("\\\n", " ").splitlines() if "jupyter lab" in line]
     assert len(commands) == 1, listing
     return commands[0]
