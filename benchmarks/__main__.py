@@ -21,6 +21,7 @@ from . import (
     losses,
     mini_clip,
     mllm,
+    scaling,
     sentiment,
     test_time,
     video,
@@ -39,6 +40,7 @@ BENCHMARKS = {
     "losses": losses.main,
     "mini_clip": mini_clip.main,
     "mllm": mllm.main,
+    "scaling": scaling.main,
     "sentiment": sentiment.main,
     "video": video.main,
 }

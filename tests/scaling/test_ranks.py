@@ -1,7 +1,9 @@
-"""The chapter's infrastructure: the gloo rank launcher and the live-memory meter."""
+"""The chapter's infrastructure (the gloo rank launcher, the live-memory meter) and its mutant counts."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 
 import pytest
@@ -10,7 +12,7 @@ import torch.distributed as dist
 
 from xmodal_ref.scaling import ranks
 from xmodal_ref.scaling.memory import PeakMemory, peak_bytes
-from xmodal_ref.scaling.ranks import RankError, run_ranks
+from xmodal_ref.scaling.ranks import RankError, on_ranks
 
 MIB = 2**20
 
@@ -24,7 +26,7 @@ def rank_and_gathered(offset: float) -> tuple[int, torch.Tensor, dict[str, float
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 def test_results_come_back_in_rank_order_as_tensors(world_size: int) -> None:
-    results = run_ranks(rank_and_gathered, world_size, 0.5)
+    results = on_ranks(rank_and_gathered, world_size, 0.5)
     expected = torch.arange(world_size, dtype=torch.float64).repeat_interleave(2) + 0.5
     assert [rank for rank, _, _ in results] == list(range(world_size))
     for _, gathered, extra in results:
@@ -48,13 +50,13 @@ def collective_on_rank_zero_only() -> int:
 def test_the_first_failing_rank_is_named_with_its_error() -> None:
     start = time.perf_counter()
     with pytest.raises(RankError, match=r"rank 1: ValueError: bad input on this rank"):
-        run_ranks(fails_on_rank_one, 2)
+        on_ranks(fails_on_rank_one, 2)
     assert time.perf_counter() - start < 5.0  # not the collective timeout
 
 
 def test_a_collective_only_some_ranks_call_is_explained() -> None:
     with pytest.raises(RankError, match="a collective found no partner"):
-        run_ranks(collective_on_rank_zero_only, 2)
+        on_ranks(collective_on_rank_zero_only, 2)
 
 
 def sleeps() -> None:
@@ -64,7 +66,7 @@ def sleeps() -> None:
 def test_a_rank_past_the_deadline_is_killed() -> None:
     start = time.perf_counter()
     with pytest.raises(RankError, match=r"not done after 1 s"):
-        run_ranks(sleeps, 2, deadline=1.0)
+        on_ranks(sleeps, 2, deadline=1.0)
     assert time.perf_counter() - start < 3.0
 
 
@@ -117,3 +119,51 @@ def test_the_full_clip_loss_peaks_at_four_n_squared_floats() -> None:
     image.requires_grad_(), text.requires_grad_()
     peak = peak_bytes(lambda: clip_loss(image, text, 10.0).backward())
     assert abs(peak / MIB - 16.3) < 0.1, peak / MIB
+
+
+def test_every_exercise_has_five_mutants_and_two_other_styles() -> None:
+    from xmodal_ref.grading.registry import EXERCISES
+
+    from .mutants import CORRECT, MUTANTS
+
+    chapter = {exercise_id for exercise_id in EXERCISES if exercise_id.startswith("scaling.")}
+    assert set(MUTANTS) == set(CORRECT) == chapter
+    for exercise_id in chapter:
+        assert len(MUTANTS[exercise_id]) >= 5 and len(CORRECT[exercise_id]) >= 2, exercise_id
+
+
+def launches_ranks_that_spin(folder: str) -> None:
+    """Start two ranks that never finish, record their pids, then stand for a grader's exercise process."""
+
+    def spin() -> None:
+        with open(os.path.join(folder, f"rank{dist.get_rank()}"), "w") as pid_file:
+            pid_file.write(str(os.getpid()))
+        while True:
+            pass
+
+    on_ranks(spin, 2, deadline=60.0)
+
+
+def test_ranks_end_when_the_process_that_launched_them_is_killed(tmp_path) -> None:
+    exercise = multiprocessing.get_context("fork").Process(target=launches_ranks_that_spin, args=(str(tmp_path),))
+    exercise.start()
+    deadline = time.monotonic() + 10
+    while len(list(tmp_path.glob("rank*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(path.read_text() or 0) for path in tmp_path.glob("rank*")]
+    exercise.kill()  # what the grader does when the time limit passes
+    exercise.join()
+    time.sleep(1.5)  # the ranks' watchdogs poll every 0.5 s
+    assert len(pids) == 2
+    for pid in pids:
+        assert not running(pid), pid
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is alive: not gone and not a zombie (an orphan's exit waits for init to reap it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"

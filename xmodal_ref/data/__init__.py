@@ -10,6 +10,7 @@
   so joint training under-trains V (chapter 06).
 * :mod:`xmodal_ref.data.video`: clips of a moving square with a tone, direction × tone, where a "left" clip is the
   exact time reversal of a "right" one (chapter 08).
+* :mod:`xmodal_ref.data.latent_pairs`: seeded pairs of two modalities sharing an 8-d latent (chapter 10).
 """
 
 from .features import SentimentFeatures
@@ -21,6 +22,7 @@ from .imbalance import (
     make_world,
     simplex_means,
 )
+from .latent_pairs import LatentMaps, LatentPairs, latent_maps, make_latent_pairs
 from .mmsa import load_mmsa, write_mmsa_fixture
 from .sentiment import (
     SAMPLE_RATE,
@@ -55,6 +57,8 @@ __all__ = [
     "VIDEO_CLASSES",
     "VOCAB",
     "ImbalanceWorld",
+    "LatentMaps",
+    "LatentPairs",
     "SentimentCorpus",
     "SentimentFeatures",
     "ShapesCaptions",
@@ -63,7 +67,9 @@ __all__ = [
     "corpus_features",
     "encode_captions",
     "imbalance_splits",
+    "latent_maps",
     "load_mmsa",
+    "make_latent_pairs",
     "make_sentiment_corpus",
     "make_shapes_captions",
     "make_two_modality_set",

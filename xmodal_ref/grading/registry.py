@@ -32,6 +32,7 @@ CHAPTERS: dict[str, str] = {
     "generation": "07",
     "video": "08",
     "mllm": "09",
+    "scaling": "10",
 }
 
 EXERCISE_IDS: tuple[str, ...] = (
@@ -90,6 +91,12 @@ EXERCISE_IDS: tuple[str, ...] = (
     "mllm.apply_rope",
     "mllm.CachedSelfAttention",
     "mllm.pixel_shuffle_tokens",
+    "scaling.all_gather_with_grad",
+    "scaling.distributed_clip_loss",
+    "scaling.chunked_clip_loss",
+    "scaling.grad_cache_step",
+    "scaling.zero_memory_bytes",
+    "scaling.DynamicLossScaler",
 )
 
 

@@ -49,19 +49,19 @@ def grade_file(
         context = multiprocessing.get_context("spawn")
     for exercise in exercises:
         receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=_grade_in_child, args=(learner_file, exercise.id, sender), daemon=True)
+        # Not a daemon: a daemon may not start processes, and chapter 10's checks start gloo ranks. The finally
+        # block kills it instead, whatever happens here (a timeout, an interrupt).
+        process = context.Process(target=_grade_in_child, args=(learner_file, exercise.id, sender))
         process.start()  # the first start waits for the server to preload torch: not the learner's time
         start = time.perf_counter()
         sender.close()
-        if receiver.poll(time_limit):
-            try:
-                verdict = receiver.recv()
-            except EOFError:
-                verdict = None
-        else:
-            process.kill()
-            verdict = Verdict(exercise.id, Status.FAILED, _timeout_message(time_limit))
-        process.join()
+        try:
+            verdict = _await_verdict(exercise, receiver, time_limit)
+        finally:
+            if process.is_alive():
+                process.kill()
+            process.join()
+            receiver.close()
         if verdict is None:
             verdict = Verdict(
                 exercise.id,
@@ -69,8 +69,17 @@ def grade_file(
                 f"the grading process died (exit code {process.exitcode}) before giving a verdict:"
                 " the code may call exit(), crash the interpreter, or run out of memory",
             )
-        receiver.close()
         yield Verdict(verdict.exercise_id, verdict.status, verdict.message, time.perf_counter() - start)
+
+
+def _await_verdict(exercise: Exercise, receiver: Any, time_limit: float) -> Verdict | None:
+    """The child's verdict, a time-out verdict, or None when the child died without sending one."""
+    if not receiver.poll(time_limit):
+        return Verdict(exercise.id, Status.FAILED, _timeout_message(time_limit))
+    try:
+        return receiver.recv()
+    except EOFError:
+        return None
 
 
 def _grade_in_child(learner_file: LearnerFile, exercise_id: str, sender: Any) -> None:
