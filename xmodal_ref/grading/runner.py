@@ -101,6 +101,8 @@ def _grade_in_child(learner_file: LearnerFile, exercise_id: str, sender: Any) ->
 
 
 def _check(exercise: Exercise, candidate: Any) -> Verdict:
+    from ..common.device import one_thread  # imports torch: only where a check runs, not in the grading parent
+
     reference = exercise.reference()
     if candidate is reference or getattr(candidate, "__module__", "").startswith("xmodal_ref"):
         return Verdict(
@@ -109,7 +111,8 @@ def _check(exercise: Exercise, candidate: Any) -> Verdict:
             f"`{exercise.name}` is the reference imported from xmodal_ref, not your own code",
         )
     try:
-        exercise.check()(candidate, reference)
+        with one_thread():  # small inputs: intra-op threads only add contention (25× slower ops on a busy 2-core box)
+            exercise.check()(candidate, reference)
     except NotAttempted:
         return Verdict(exercise.id, Status.NOT_ATTEMPTED)
     except Unavailable as reason:
