@@ -3,6 +3,7 @@ link in a notebook's Markdown points at a file that exists."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -10,6 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -43,32 +45,39 @@ def status(url: str) -> int:
         return err.code
 
 
-def test_make_lab_serves_the_notebooks_and_the_banks(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def lab_server(root: Path, runtime: Path) -> Iterator[str]:
+    """The Makefile's own lab command, run in ``root`` without a browser on a free port; yields the server's URL."""
     port = free_port()
-    command = f"{lab_command()} --no-browser --ServerApp.port={port} --IdentityProvider.token={TOKEN}"
+    command = f"{lab_command(root)} --no-browser --ServerApp.port={port} --IdentityProvider.token={TOKEN}"
     server = subprocess.Popen(
         ["bash", "-c", f"exec {command}"],
-        cwd=ROOT,
+        cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
     )
-    base = f"http://127.0.0.1:{port}/api/contents"
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and server.poll() is None:
             try:
-                if status(f"{base}?token={TOKEN}") == 200:
+                if status(f"{base}/api/contents?token={TOKEN}") == 200:
                     break
             except OSError:
                 pass
             time.sleep(0.5)
         assert server.poll() is None, "`make lab`'s command exited at once (as root without --allow-root?)"
-        for path in ("notebooks/00_start.ipynb", "questions/03_contrastive.md", "questions/zh/03_contrastive.md"):
-            assert status(f"{base}/{path}?token={TOKEN}&content=0") == 200, path
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_make_lab_serves_the_notebooks_and_the_banks(tmp_path: Path) -> None:
+    with lab_server(ROOT, tmp_path) as base:
+        for path in ("notebooks/00_start.ipynb", "questions/03_contrastive.md", "questions/zh/03_contrastive.md"):
+            assert status(f"{base}/api/contents/{path}?token={TOKEN}&content=0") == 200, path
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")))

@@ -8,16 +8,14 @@ It skips with a reason where Chromium, chromedriver or selenium is missing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.test_lab import ROOT, TOKEN, free_port, lab_command, status
+from tests.test_lab import ROOT, TOKEN, lab_server
 
 pytestmark = pytest.mark.e2e
 
@@ -49,32 +47,8 @@ def repository_copy(target: Path) -> Path:
 
 @pytest.fixture
 def lab_url(tmp_path: Path) -> Iterator[str]:
-    copy = repository_copy(tmp_path / "xmodal")
-    port = free_port()
-    command = f"{lab_command(copy)} --no-browser --ServerApp.port={port} --IdentityProvider.token={TOKEN}"
-    runtime = tmp_path / "runtime"
-    server = subprocess.Popen(
-        ["bash", "-c", f"exec {command}"],
-        cwd=copy,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if status(f"{base}/api/contents?token={TOKEN}") == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert server.poll() is None, "`make lab`'s command exited at once"
+    with lab_server(repository_copy(tmp_path / "xmodal"), tmp_path / "runtime") as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
 
 def test_notebook_00_runs_in_headless_chromium(lab_url: str) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,12 +113,9 @@ def test_in_float64_the_exact_configurations_agree_to_rounding() -> None:
 
 @pytest.mark.skipif(not can_fork(), reason="the fork path is the default here; spawn is what remains elsewhere")
 def test_the_rank_worker_is_importable_so_spawned_ranks_run_it_too() -> None:
-    start = time.perf_counter()
     result = A.run_equivalence(steps=2, start_method="spawn")
-    seconds = time.perf_counter() - start
     for name in EXACT:
         assert result["configs"][name]["max_delta"] < 1e-5
-    assert seconds < 90
 
 
 # ---- recipe B ---------------------------------------------------------------------------------------------------
@@ -180,9 +176,7 @@ def test_two_torchrun_processes_train_the_same_model_as_one_process_on_the_full_
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "xmodal_ref.scaling.train", "--cpu", "--save", str(saved)]
     env = {key: value for key, value in os.environ.items() if key not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    start = time.perf_counter()
     done = subprocess.run(command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=180)
-    seconds = time.perf_counter() - start
     assert done.returncode == 0, done.stderr[-3000:]
     record = result_line(done.stdout)
     assert record["world_size"] == 2 and record["steps"] == A.STEPS
@@ -190,4 +184,3 @@ def test_two_torchrun_processes_train_the_same_model_as_one_process_on_the_full_
     truth = single_process()
     assert (torch.load(saved) - truth["params"]).abs().max().item() < 1e-5
     assert record["final_loss"] == pytest.approx(truth["losses"][-1], abs=1e-5)
-    assert seconds < 120
