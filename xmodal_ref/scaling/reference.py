@@ -6,13 +6,7 @@ into the worked-solution notebook: custom autograd Functions are therefore defin
 them, and ``grad_cache_step`` writes out chapter 03's clip loss instead of importing it. ``distributed_clip_loss``
 calls ``all_gather_with_grad``, the previous exercise, which the notebook defines in the cell before.
 
-Why a hand-written autograd gather: in torch 2.13 both autograd gathers that ``torch.distributed`` exposes are
-deprecated. ``torch.distributed.nn.functional.all_gather`` warns with a FutureWarning (and on gloo its backward runs
-an all_to_all plus a sum); ``torch.distributed._functional_collectives.all_gather_tensor_autograd``, which OpenCLIP
-prefers, warns in favour of ``all_gather_single_autograd``, a private module whose first call imports
-``torch._dynamo`` (seconds per process). Even the plain collectives were renamed: ``all_gather_into_tensor`` and
-``reduce_scatter_tensor`` warn in favour of ``dist.all_gather_single`` and ``dist.reduce_scatter_single``, which
-the reference uses.
+Why the gather is an autograd.Function written by hand (torch 2.13's deprecations) is in its docstring.
 """
 
 from __future__ import annotations
@@ -34,13 +28,18 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     Backward: the gradient that reaches rank r's `tensor` is the SUM, over all ranks, of the gradient
     flowing into rows r·b:(r+1)·b of that rank's output (a reduce-scatter with SUM). With world_size 1
     it is the identity. `tensor` is not modified.
+
+    Why a hand-written autograd.Function: torch 2.13 deprecates both autograd gathers torch.distributed
+    offers (torch.distributed.nn.functional.all_gather, and _functional_collectives.all_gather_tensor_autograd,
+    which OpenCLIP prefers). Their successor, _functional_collectives.all_gather_single_autograd, is a private
+    module whose first call imports torch._dynamo (seconds per process). So this gathers with the public
+    dist.all_gather_single and reduces with dist.reduce_scatter_single (all_gather_into_tensor and
+    reduce_scatter_tensor are deprecated too).
     """
     # A process without a group is treated as a world of one rank: the identity, as for world_size 1.
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
 
-    # Written by hand over the public collectives: both autograd gathers torch 2.13 exposes are deprecated
-    # (torch.distributed.nn.functional.all_gather, _functional_collectives.all_gather_tensor_autograd).
     class AllGatherSumBackward(torch.autograd.Function):
         @staticmethod
         def forward(ctx, local: torch.Tensor) -> torch.Tensor:
