@@ -277,14 +277,7 @@ def expect_close(
         )
         got_t, expected_t = got.detach(), expected.detach()
     else:
-        if isinstance(got, (torch.Tensor, bool)) or not isinstance(got, numbers.Real):
-            raise CheckFailure(
-                f"returned {type(got).__name__}, not a Python float",
-                case=context,
-                expected=describe(expected),
-                got=describe(got),
-                cause="convert the result with float(...) or .item()" if isinstance(got, torch.Tensor) else None,
-            )
+        expect_python_number(got, context, describe(expected))
         got_t = torch.tensor(float(got), dtype=torch.float64)
         expected_t = torch.tensor(float(expected), dtype=torch.float64)
         if not math.isclose(float(got), float(expected), rel_tol=rtol, abs_tol=atol):
@@ -315,6 +308,25 @@ def expect_close(
         got=_show_entry(got_t, expected_t),
         cause=diagnose(got_t, expected_t, args, kwargs, mistakes, atol=atol, rtol=rtol),
     )
+
+
+def expect_python_number(got: Any, context: str, expected: str) -> None:
+    """Fail unless ``got`` is a real Python number (an int or a float; not a tensor, a bool or None).
+
+    ``expected`` is the expected result as the feedback should show it.
+    """
+    if isinstance(got, (torch.Tensor, bool)) or not isinstance(got, numbers.Real):
+        raise CheckFailure(
+            f"returned {type(got).__name__}, not a Python float",
+            case=context,
+            expected=expected,
+            got=describe(got),
+            cause="convert the result with float(...) or .item()"
+            if isinstance(got, torch.Tensor)
+            else "a missing `return`?"
+            if got is None
+            else None,
+        )
 
 
 def diagnose(

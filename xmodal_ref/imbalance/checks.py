@@ -19,6 +19,7 @@ from ..grading.harness import (
     describe,
     describe_case,
     expect_close,
+    expect_python_number,
     expect_tensor,
     expect_tuple,
     invoke,
@@ -412,17 +413,6 @@ def _diagnosis_accuracy(model, inputs: list[torch.Tensor], labels: torch.Tensor)
         return (model(*inputs).argmax(dim=-1) == labels).double().mean().item()
 
 
-def _expect_diagnosis_float(got, expected: float, context: str) -> None:
-    if isinstance(got, (torch.Tensor, bool)) or not isinstance(got, numbers.Real):
-        raise CheckFailure(
-            f"returned {type(got).__name__}, not a Python float",
-            case=context,
-            expected=describe(expected),
-            got=describe(got),
-            cause="convert the result with float(...) or .item()" if isinstance(got, torch.Tensor) else None,
-        )
-
-
 def _check_diagnosis_scores(
     learner, reference, cases: Sequence[Case], mistakes: Sequence[Mistake], *, atol: float, rtol: float = 0.0
 ) -> None:
@@ -433,7 +423,7 @@ def _check_diagnosis_scores(
     """
     results = [(case, *run_case(learner, reference, case)) for case in cases]
     for case, got, expected in results:
-        _expect_diagnosis_float(got, expected, describe_case(case, reference))
+        expect_python_number(got, describe_case(case, reference), describe(expected))
 
     def explains(mistake: Mistake) -> bool:
         for case, got, _ in results:
@@ -470,7 +460,7 @@ def _expect_zero_not_nan(learner, reference, case: Case, cause: str) -> None:
         if "ZeroDivisionError" not in failure.problem:
             raise
         raise CheckFailure(failure.problem, case=context, cause=cause) from None
-    _expect_diagnosis_float(got, expected, context)
+    expect_python_number(got, context, describe(expected))
     if isinstance(got, float) and math.isnan(got):
         raise CheckFailure("returned NaN", case=context, expected=describe(expected), got="nan", cause=cause)
     expect_close(got, expected, context, atol=1e-12, rtol=0.0)

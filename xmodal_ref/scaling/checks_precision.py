@@ -14,7 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..grading.harness import Case, Mistake, describe, diagnose, expect_raises, invoke, run_case
+from ..grading.harness import (
+    Case,
+    Mistake,
+    describe,
+    diagnose,
+    expect_python_number,
+    expect_raises,
+    invoke,
+    run_case,
+)
 from ..grading.inputs import random_rows
 from ..grading.verdict import CheckFailure
 
@@ -179,16 +188,7 @@ def check_zero_memory_bytes(learner, reference) -> None:
     for case in ZERO_CASES:
         got, expected = run_case(learner, reference, case)
         context = _describe_case_exact(case)
-        if isinstance(got, (torch.Tensor, bool)) or not isinstance(got, numbers.Real):
-            raise CheckFailure(
-                f"returned {type(got).__name__}, not a Python float",
-                case=context,
-                expected=_bytes(expected),
-                got=describe(got),
-                cause="return a plain number of bytes, e.g. float(...)"
-                if isinstance(got, torch.Tensor)
-                else "return the bytes as a Python float (did the function miss a `return`?)",
-            )
+        expect_python_number(got, context, _bytes(expected))
         if not math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=0.0):
             as_tensor = functools.partial(torch.tensor, dtype=torch.float64)
             cause = diagnose(
