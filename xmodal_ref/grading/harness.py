@@ -8,11 +8,12 @@ Comparisons look only at results and gradients, never at how the learner compute
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +161,23 @@ def expect_raises(
     raise CheckFailure(
         f"{produced} where the contract raises {wanted}", case=context, got=describe(result), cause=cause
     )
+
+
+@contextlib.contextmanager
+def explain_errors(cause: Callable[[str], str | None]) -> Iterator[None]:
+    """Replace the likely cause of a failure that reports an exception raised by the learner's code.
+
+    ``cause`` maps the failure's problem ("raised IndexError: …") to a cause, or to None to keep the original.
+    """
+    try:
+        yield
+    except CheckFailure as failure:
+        better = cause(failure.problem) if failure.problem.startswith("raised ") else None
+        if better is None:
+            raise
+        raise CheckFailure(
+            failure.problem, case=failure.case, expected=failure.expected, got=failure.got, cause=better
+        ) from None
 
 
 def _named_pairs(reference, case, args, kwargs):

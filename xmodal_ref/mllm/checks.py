@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,29 +24,12 @@ from ..grading.harness import (
     expect_raises,
     expect_tensor,
     expect_tuple,
+    explain_errors,
     invoke,
     run_case,
 )
 from ..grading.inputs import random_rows
 from ..grading.verdict import CheckFailure
-
-
-@contextlib.contextmanager
-def _explain_errors(cause: Callable[[str], str | None]) -> Iterator[None]:
-    """Replace the likely cause of a failure that reports an exception raised by the learner's code.
-
-    ``cause`` maps the failure's problem ("raised IndexError: …") to a cause, or to None to keep the original.
-    """
-    try:
-        yield
-    except CheckFailure as failure:
-        better = cause(failure.problem) if failure.problem.startswith("raised ") else None
-        if better is None:
-            raise
-        raise CheckFailure(
-            failure.problem, case=failure.case, expected=failure.expected, got=failure.got, cause=better
-        ) from None
-
 
 MERGE_VOCAB, MERGE_DIM, MERGE_TOKENS, MERGE_IMAGES = 10, 4, 3, 3
 
@@ -239,7 +221,7 @@ def _merge_run(learner, reference, case: Case) -> None:
     context = describe_case(case, reference)
     expected = reference(*map(_fresh, case.args), **{k: _fresh(v) for k, v in case.kwargs.items()})
     args, kwargs = tuple(map(_fresh, case.args)), {k: _fresh(v) for k, v in case.kwargs.items()}
-    with _explain_errors(functools.partial(_merge_error_cause, image_token_id=case.args[3])):
+    with explain_errors(functools.partial(_merge_error_cause, image_token_id=case.args[3])):
         got = invoke(learner, *args, context=context, **kwargs)
     given = _merge_inputs(Case(case.label, args, kwargs))
     for name, before in _merge_inputs(case).items():
@@ -281,7 +263,7 @@ def _merge_gradients(learner, reference, case: Case) -> None:
             embeds = fn(*args, **kwargs)[0]
             weights = torch.randn(embeds.shape, generator=torch.Generator().manual_seed(0), dtype=embeds.dtype)
         else:
-            with _explain_errors(functools.partial(_merge_error_cause, image_token_id=case.args[3])):
+            with explain_errors(functools.partial(_merge_error_cause, image_token_id=case.args[3])):
                 got = invoke(fn, *args, context=context, **kwargs)
             embeds = expect_tensor(expect_tuple(got, MERGE_OUTPUTS, context)[0], results[0][0], context)
             if not embeds.requires_grad:
@@ -470,7 +452,7 @@ def check_causal_lm_loss(learner, reference) -> None:
         "a row with no supervised pair gives 0/0: divide the whole batch's sum by its number of supervised pairs,"
         " not row by row"
     )
-    with _explain_errors(_loss_error_cause):
+    with explain_errors(_loss_error_cause):
         check_cases(learner, reference, cases, mistakes=LOSS_MISTAKES, atol=1e-6, rtol=1e-5, unstable_hint=hint)
     for case in (cases[0], cases[3]):
         check_gradients(learner, reference, case, wrt=["logits"], atol=1e-7, rtol=1e-5)

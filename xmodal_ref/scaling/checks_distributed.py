@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..grading.harness import Case, Mistake, check_cases, check_gradients, describe, expect_close
+from ..grading.harness import Case, Mistake, check_cases, check_gradients, describe, expect_close, explain_errors
 from ..grading.verdict import CheckFailure, NotAttempted
 from .ranks import RankError, on_ranks, require_fork
 from .reference import all_gather_with_grad as _sum_gather
@@ -510,6 +510,12 @@ def _judge_clip(per_rank: list[dict[str, Any]], world_size: int, local_loss: boo
             )
 
 
+SINGLE_PROCESS_ERROR = (
+    "the world-size-1 path: torch.distributed is not initialised here, so check `dist.is_available() and"
+    " dist.is_initialized()` before asking for the rank or the world size, and return chapter 03's clip_loss"
+)
+
+
 def _check_single_process(learner, reference) -> None:
     """No process group: the loss and its gradients equal chapter 03's clip_loss (the reference's fallback)."""
     image, text = _clip_pairs(0)
@@ -519,20 +525,10 @@ def _check_single_process(learner, reference) -> None:
         Case(label, (image, text, scale)),
         Case(label, (image, text, scale), {"local_loss": True, "gather_with_grad": True}),
     ]
-    try:
+    with explain_errors(lambda problem: SINGLE_PROCESS_ERROR):
         check_cases(learner, reference, cases, atol=1e-5, rtol=0)
         for case in cases:
             check_gradients(learner, reference, case, wrt=CLIP_GRADIENTS, atol=1e-5, rtol=0)
-    except CheckFailure as failure:
-        if not failure.problem.startswith("raised "):
-            raise
-        raise CheckFailure(
-            failure.problem,
-            case=failure.case,
-            cause="the world-size-1 path: torch.distributed is not initialised here, so check"
-            " `dist.is_available() and dist.is_initialized()` before asking for the rank or the world size, and"
-            " return chapter 03's clip_loss",
-        ) from None
 
 
 def check_distributed_clip_loss(learner, reference) -> None:

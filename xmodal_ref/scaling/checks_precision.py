@@ -21,6 +21,7 @@ from ..grading.harness import (
     diagnose,
     expect_python_number,
     expect_raises,
+    explain_errors,
     invoke,
     run_case,
 )
@@ -303,18 +304,15 @@ def _state_text(scale: float, tracker: float) -> str:
     return f"scale={scale:g}, growth_tracker={tracker:g}"
 
 
+CONSTRUCTOR_KEYWORDS = (
+    "the constructor takes the contract's keywords, all with defaults: init_scale=2.0**16, growth_factor=2.0,"
+    " backoff_factor=0.5, growth_interval=2000"
+)
+
+
 def _construct(learner, kwargs: dict[str, float], context: str) -> Any:
-    try:
+    with explain_errors(lambda problem: CONSTRUCTOR_KEYWORDS if problem.startswith("raised TypeError") else None):
         return invoke(learner, context=context, **kwargs)
-    except CheckFailure as failure:
-        if not failure.problem.startswith("raised TypeError"):
-            raise
-        raise CheckFailure(
-            failure.problem,
-            case=failure.case,
-            cause="the constructor takes the contract's keywords, all with defaults: init_scale=2.0**16,"
-            " growth_factor=2.0, backoff_factor=0.5, growth_interval=2000",
-        ) from None
 
 
 def _expect_scaled_loss(got: Any, loss: torch.Tensor, expected: torch.Tensor, scale: float, context: str) -> None:
