@@ -87,7 +87,7 @@ def test_a_tensor_counts_from_its_creation_until_it_is_freed() -> None:
         b = torch.empty(2 * MIB // 4)  # 2 MiB: 3 MiB live
         del a, b
         c = torch.empty(MIB // 4)  # the next op sees both freed
-    assert meter.peak == 3 * MIB and meter.live == MIB
+    assert meter.peak == 3 * MIB and meter.live == MIB and meter.largest == 2 * MIB
     del c
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
 from ..grading.harness import Case, Mistake, check_cases, check_gradients, describe, expect_close, expect_tensor, invoke
 from ..grading.inputs import random_rows, unit_rows
@@ -121,21 +120,6 @@ def _overflow_named(case: Case) -> Iterator[None]:
         ) from None
 
 
-class _Meter(PeakMemory):
-    """PeakMemory that also remembers the largest single storage created (to recognise an N×N matrix)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        out = super().__torch_dispatch__(func, types, args, kwargs)
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor) and leaf.device.type != "meta":
-                self.largest = max(self.largest, leaf.untyped_storage().nbytes())
-        return out
-
-
 def _chunked_memory(learner) -> None:
     """N = 1024, D = 16, chunk 16: forward + backward must peak at ≤ ½·N²·4 bytes of live storage."""
     n, d, chunk = 1024, 16, 16
@@ -146,7 +130,7 @@ def _chunked_memory(learner) -> None:
         f"memory: N = {n}, D = {d}, chunk_size = {chunk}, float32, logit_scale a 0-dim tensor requiring grad;"
         " loss.backward() included"
     )
-    with _Meter() as meter:
+    with PeakMemory() as meter:
         loss = invoke(learner, image, text, scale, chunk, context=context)
         if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
             raise CheckFailure(

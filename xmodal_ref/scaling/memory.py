@@ -18,7 +18,8 @@ from torch.utils._pytree import tree_leaves
 
 
 class PeakMemory(TorchDispatchMode):
-    """``with PeakMemory() as meter: …`` then ``meter.peak`` holds the largest number of live bytes seen.
+    """``with PeakMemory() as meter: …`` then ``meter.peak`` holds the largest number of live bytes seen, and
+    ``meter.largest`` the bytes of the largest single storage created (an N×N matrix stands out there).
 
     Only storages created inside the block count (inputs made before it do not); views and in-place results
     share a storage and count once. A storage freed between two ops is noticed at the next op.
@@ -28,6 +29,7 @@ class PeakMemory(TorchDispatchMode):
         super().__init__()
         self.live = 0  # bytes held now by storages created inside the block
         self.peak = 0
+        self.largest = 0
         self._storages: dict[StorageWeakRef, int] = {}
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
@@ -38,8 +40,9 @@ class PeakMemory(TorchDispatchMode):
                 storage = leaf.untyped_storage()
                 ref = StorageWeakRef(storage)
                 if ref not in self._storages:
-                    self._storages[ref] = storage.nbytes()
-                    self.live += storage.nbytes()
+                    self._storages[ref] = nbytes = storage.nbytes()
+                    self.live += nbytes
+                    self.largest = max(self.largest, nbytes)
         self.peak = max(self.peak, self.live)
         return out
 
