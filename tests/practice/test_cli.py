@@ -122,7 +122,7 @@ def test_stats_and_due_report_the_progress(database: Path, capsys: pytest.Captur
     [
         (["--chapter", "99"], "no question in the en banks matches --chapter 99"),
         (["--chapter", "03", "--level", "9"], "matches --chapter 03 --level 9"),
-        (["export-anki", "deck.zip"], "should end in .apkg"),
+        (["export-anki", "deck.zip"], "does not end in .apkg"),
     ],
 )
 def test_unusable_input_is_one_line_and_exit_code_2(

@@ -106,12 +106,10 @@ def _cards(args: argparse.Namespace) -> list[Card]:
 def _export(path: Path, lang: str) -> int:
     from .anki import export_deck  # genanki is only needed here
 
-    if path.suffix != ".apkg":
-        raise UnusableInput(f"{path} should end in .apkg (Anki imports decks by that suffix)")
     try:
         count = export_deck(path, ("en", "zh") if lang == "both" else (lang,))
-    except OSError as err:
-        raise UnusableInput(f"cannot write {path}: {err}") from None
+    except ValueError as err:  # a bad suffix or an unwritable path, in one line
+        raise UnusableInput(str(err)) from None
     print(f"wrote {count} notes to {path}")
     return 0
 

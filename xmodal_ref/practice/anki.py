@@ -99,7 +99,7 @@ def export_deck(path: Path, langs: Sequence[str] = LANGS, folder: Path = QUESTIO
     """
     path = Path(path)
     if path.suffix != ".apkg":
-        raise ValueError(f"{path} does not end in .apkg")
+        raise ValueError(f"{path} does not end in .apkg (Anki imports decks by that suffix)")
     unknown = [lang for lang in langs if lang not in LANGS]
     if unknown:
         raise ValueError(f"unknown language {', '.join(unknown)}; choose from {', '.join(LANGS)}")
