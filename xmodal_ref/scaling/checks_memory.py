@@ -1,9 +1,10 @@
 """Checks for chapter 10 · scaling: chunked_clip_loss and grad_cache_step, the two memory-bounded exercises.
 
-Results are compared with the contract's definitions computed directly, never with a memory-saving implementation:
-chapter 03's clip_loss in float64 for chunked_clip_loss, full-batch backprop of it for grad_cache_step. Memory is
-measured with :class:`~xmodal_ref.scaling.memory.PeakMemory`, which counts every storage the learner's code creates
-in forward, backward and recomputation alike; the bounds are the contract's (½·N²·4 bytes; ½ × full-batch backprop).
+Results are compared with the contract's definitions computed directly (chapter 03's reference ``clip_loss``), never
+with a memory-saving implementation: clip_loss in float64 for chunked_clip_loss, full-batch backprop of it for
+grad_cache_step. Memory is measured with :class:`~xmodal_ref.scaling.memory.PeakMemory`, which counts every storage
+the learner's code creates in forward, backward and recomputation alike; the bounds are the contract's
+(½·N²·4 bytes; ½ × full-batch backprop).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contrastive.reference import clip_loss
 from ..grading.harness import Case, Mistake, check_cases, check_gradients, describe, expect_close, expect_tensor, invoke
 from ..grading.inputs import random_rows, unit_rows
 from ..grading.verdict import CheckFailure
@@ -25,13 +27,6 @@ from .memory import PeakMemory
 CLIP_INIT_SCALE = 1 / 0.07
 FEATURES = ("image_features", "text_features")
 MIB = 2**20
-
-
-def _clip(image: torch.Tensor, text: torch.Tensor, scale: Any) -> torch.Tensor:
-    """Chapter 03's clip_loss: ½[CE(s·I·Tᵀ, arange N) + CE(s·T·Iᵀ, arange N)]."""
-    logits = scale * image @ text.T  # (N, N)
-    targets = torch.arange(logits.shape[0])
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
 # ----------------------------------------------------------------------------- chunked_clip_loss
@@ -48,7 +43,7 @@ def _float64(logit_scale: Any) -> Any:
 
 def _clip_truth(image_features, text_features, logit_scale, chunk_size):
     """The graded truth: chapter 03's clip_loss on float64 copies, returned in the features' dtype."""
-    loss = _clip(image_features.double(), text_features.double(), _float64(logit_scale))
+    loss = clip_loss(image_features.double(), text_features.double(), _float64(logit_scale))
     return loss.to(image_features.dtype)
 
 
@@ -263,7 +258,7 @@ def _backprop(encoders, images, texts, logit_scale, micro_batch_size=None):
     step = micro_batch_size or images.shape[0]
     total = 0.0
     for x, y in zip(images.split(step), texts.split(step), strict=True):
-        loss = _clip(encoders[0](x), encoders[1](y), scale)
+        loss = clip_loss(encoders[0](x), encoders[1](y), scale)
         loss.backward()
         total += loss.detach()
     return _named_grads(encoders, scale), total
@@ -416,7 +411,7 @@ def _grad_cache_memory(learner) -> None:
         runs.append(PeakMemory())
         with runs[-1]:
             if len(runs) == 1:
-                _clip(copies[0](images), copies[1](texts), scale).backward()
+                clip_loss(copies[0](images), copies[1](texts), scale).backward()
             else:
                 invoke(learner, *copies, images, texts, scale, m, context=context)
     full, meter = runs
