@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from xmodal_ref.common.device import one_thread
 from xmodal_ref.grading.registry import CHAPTERS, EXERCISES
 from xmodal_ref.grading.verdict import Status, Verdict
 
@@ -56,6 +58,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(browser)
         elif "maintainer" in item.keywords and not config.getoption("--maintainer"):
             item.add_marker(repository)
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    """torch on one intra-op thread for a whole test module (``pytestmark = pytest.mark.usefixtures("single_thread")``):
+    small ops gain nothing from a second thread and stall badly when another process holds a core."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture

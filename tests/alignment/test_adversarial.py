@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,17 +11,11 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from xmodal_ref.alignment import adversarial as aa
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.contrastive.mini_clip import train_mini_clip
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
+
 EPOCHS = 1  # 64 steps: enough for the GRL to act, a few seconds per run
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only adds overhead, and stalls badly when another process is busy."""
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from xmodal_ref.alignment import cgan
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.data import make_shapes_captions
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def judge() -> cgan.AttributeClassifier:
-    with one_thread():
-        return cgan.train_attribute_classifier(seed=0)
+    return cgan.train_attribute_classifier(seed=0)
 
 
 @pytest.fixture(scope="module")
 def short_run() -> dict:
-    with one_thread():
-        return cgan.train_conditional_gan(seed=0, steps=12, progress=False, eval_every=6)
+    return cgan.train_conditional_gan(seed=0, steps=12, progress=False, eval_every=6)
 
 
 class Oracle(cgan.AttributeClassifier):

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from xmodal_ref.attention import demo
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.data import COLOURS, POSITIONS, SHAPES, VOCAB, ShapesCaptions, make_shapes_captions, tokenize
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """These models are small; one thread keeps the file fast when other jobs share the cores."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

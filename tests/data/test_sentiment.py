@@ -12,14 +12,7 @@ import torch
 from xmodal_ref.data import corpus_features, load_mmsa, make_sentiment_corpus, sentiment_splits, write_mmsa_fixture
 from xmodal_ref.data import sentiment as S
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are small; one thread keeps the file fast when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.data import make_shapes_captions, tokenize
 from xmodal_ref.generation import captioning as C
 from xmodal_ref.generation.reference import SoftAttention, beam_search, caption_loss, corpus_bleu
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only adds overhead, and stalls badly when another process is busy."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def result() -> dict:
     """The full recipe on seed 0 (≈ 8 s on one thread): trained once for the whole module."""
-    with one_thread():
-        return C.train_captioner(0, progress=False)
+    return C.train_captioner(0, progress=False)
 
 
 @pytest.fixture(scope="module")

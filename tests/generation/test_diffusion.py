@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 from xmodal_ref.alignment.cgan import ATTRIBUTE_SIZES, all_conditions
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.data import make_shapes_captions
 from xmodal_ref.generation import diffusion as D
 from xmodal_ref.generation.reference import ddpm_loss, guided_ddim_step
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only adds overhead, and stalls badly when another process is busy."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def result() -> dict:
     """The full recipe on seed 0 (≈ 14 s on one thread): trained once for the whole module."""
-    with one_thread():
-        return D.train_guided_diffusion(0, progress=False)
+    return D.train_guided_diffusion(0, progress=False)
 
 
 class Recorder:
@@ -69,13 +60,12 @@ class Recorder:
 def short_runs() -> tuple[dict, dict, Recorder]:
     """Two identical one-epoch runs (judge one epoch, two scales) through a recording loss and step."""
     recorder = Recorder()
-    with one_thread():
-        runs = [
-            D.train_guided_diffusion(
-                1, loss=recorder.loss, step=recorder.step, steps=32, scales=(0.0, 2.0), judge_epochs=1, progress=False
-            )
-            for _ in range(2)
-        ]
+    runs = [
+        D.train_guided_diffusion(
+            1, loss=recorder.loss, step=recorder.step, steps=32, scales=(0.0, 2.0), judge_epochs=1, progress=False
+        )
+        for _ in range(2)
+    ]
     return runs[0], runs[1], recorder
 
 

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.imbalance import recipe as R
 from xmodal_ref.imbalance.reference import ogm_ge_coefficients, ogm_ge_modulate
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
+
 STEPS_PER_EPOCH = 3000 // R.BATCH_SIZE
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only adds overhead, and stalls badly when another process is busy."""
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
 def result() -> dict:
     """The full recipe on seed 0 (≈ 3 s on one thread): trained once for the whole module."""
-    with one_thread():
-        return R.train_imbalance_models(0, progress=False)
+    return R.train_imbalance_models(0, progress=False)
 
 
 def test_the_unimodal_logits_are_halves_of_the_fused_head() -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.data import COLOURS, POSITIONS, SHAPES, make_shapes_captions
 from xmodal_ref.mllm import recipe as R
 from xmodal_ref.mllm.reference import (
@@ -20,12 +17,7 @@ from xmodal_ref.mllm.reference import (
     pixel_shuffle_tokens,
 )
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only adds overhead, and stalls badly when another process is busy."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -6,29 +6,22 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.contrastive.reference import clip_loss
 from xmodal_ref.scaling import equivalence as A
 from xmodal_ref.scaling import memory_wall as B
 from xmodal_ref.scaling import train as launcher
 from xmodal_ref.scaling.ranks import can_fork
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
+
 EXACT = ("(local, grad)", "(global, grad)")
 REPOSITORY = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """The models are tiny and the memory curve is measured on one thread, as the recipes do."""
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from matplotlib.figure import Figure
 
-from xmodal_ref.common.device import one_thread
 from xmodal_ref.data.video import CLASSES, video_splits
 from xmodal_ref.video import recipe as R
 from xmodal_ref.video.reference import temporal_shift
 
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny ops: a second thread only adds overhead, and stalls badly when another process is busy."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
